@@ -1,0 +1,148 @@
+"""Registry of public datasets: where they live officially, their licence, and local copies.
+
+``fetch`` downloads from the official home with a progress callback and a checksum check
+into a data home (default ``~/.cache/userlens``). A *mirror* folder laid out like
+``shared/data`` (one folder per dataset) is used instead of the network when it holds the
+dataset, so tests and demos never need a download.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DATA_HOME = Path.home() / ".cache" / "userlens"
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    description: str
+    size: str
+    licence: str
+    homepage: str
+    url: str | None
+    checksum: str | None
+    """``algorithm:hex`` of the download, as published by the dataset's home."""
+    file: str
+    """Path of the event file inside the unpacked download."""
+    format: str
+    mirror_file: str | None = None
+    """Path inside a mirror folder (``shared/data`` layout), when it differs."""
+    mirror_format: str | None = None
+
+
+REGISTRY: dict[str, DatasetInfo] = {
+    info.name: info for info in [
+        DatasetInfo(
+            "ml-100k", "MovieLens 100K ratings with genres and demographics",
+            "100,000 events / 943 users / 1,682 items",
+            "GroupLens research licence (non-commercial, cite Harper & Konstan 2015)",
+            "https://grouplens.org/datasets/movielens/100k/",
+            "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+            "md5:0e33842e24a9c977be4e0107933c0723", "ml-100k/u.data", "movielens",
+            mirror_file="ml-100k/ml-100k.inter", mirror_format="recbole"),
+        DatasetInfo(
+            "ml-1m", "MovieLens 1M ratings with genres and demographics",
+            "1,000,209 events / 6,040 users / 3,706 items",
+            "GroupLens research licence (non-commercial, cite Harper & Konstan 2015)",
+            "https://grouplens.org/datasets/movielens/1m/",
+            "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+            "md5:c4d9eecfca2ab87c1945afe126590906", "ml-1m/ratings.dat", "movielens",
+            mirror_file="ml-1m/ml-1m_user_sequences.tsv.gz", mirror_format="sequences"),
+        DatasetInfo(
+            "ml-latest-small", "MovieLens latest-small ratings and tags",
+            "100,836 events / 610 users / 9,742 items",
+            "GroupLens research licence (non-commercial)",
+            "https://grouplens.org/datasets/movielens/latest/",
+            "https://files.grouplens.org/datasets/movielens/ml-latest-small.zip",
+            None, "ml-latest-small/ratings.csv", "movielens"),
+        DatasetInfo(
+            "amazon-beauty-bert4rec", "Amazon Beauty as prepared by BERT4Rec (user item lines)",
+            "353,962 events / 40,226 users / 54,542 items",
+            "Amazon review data: research use (McAuley et al.)",
+            "https://github.com/FeiSun/BERT4Rec", None, None, "beauty.txt", "sequences",
+            mirror_file="amazon-beauty-bert4rec/beauty.txt"),
+        DatasetInfo(
+            "beauty-s3rec", "Amazon Beauty 5-core as prepared by S3-Rec",
+            "198,502 events / 22,363 users / 12,101 items",
+            "Amazon review data: research use (McAuley et al.)",
+            "https://github.com/RUCAIBox/CIKM2020-S3Rec", None, None, "Beauty.txt", "sequences",
+            mirror_file="s3rec/Beauty.txt"),
+    ]
+}
+
+
+def resolve(name: str, *, mirror: Path | None = None,
+            data_home: Path = DEFAULT_DATA_HOME) -> tuple[Path, str]:
+    """Local path and format of a registered dataset: mirror first, then the data home."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown dataset '{name}'; known datasets: {', '.join(REGISTRY)}")
+    info = REGISTRY[name]
+    if mirror is not None and info.mirror_file and (mirror / info.mirror_file).exists():
+        return mirror / info.mirror_file, info.mirror_format or info.format
+    cached = data_home / info.file
+    if cached.exists():
+        return cached, info.format
+    raise FileNotFoundError(f"dataset '{name}' is not available locally; run "
+                            f"`userlens datasets fetch {name}` (looked in {data_home}"
+                            + (f" and mirror {mirror}" if mirror else "") + ")")
+
+
+def _digest(path: Path, algorithm: str) -> str:
+    digest = hashlib.new(algorithm)
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def fetch(name: str, *, data_home: Path = DEFAULT_DATA_HOME, mirror: Path | None = None,
+          progress: Callable[[int, int], None] | None = None) -> Path:
+    """Make a dataset available locally and return the path of its event file.
+
+    Uses the mirror when it holds the dataset; otherwise downloads from the official URL,
+    verifies the published checksum, and unpacks into ``data_home``. A failed download or
+    checksum leaves nothing behind.
+    """
+    try:
+        return resolve(name, mirror=mirror, data_home=data_home)[0]
+    except FileNotFoundError:
+        pass
+    info = REGISTRY[name]
+    if info.url is None:
+        raise FileNotFoundError(f"dataset '{name}' has no public download; get it from "
+                                f"{info.homepage} and point a mirror at it")
+    data_home.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data_home) as tmp:
+        target = Path(tmp) / Path(info.url).name
+        with urllib.request.urlopen(info.url, timeout=60) as response, target.open("wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            for block in iter(lambda: response.read(1 << 16), b""):
+                out.write(block)
+                done += len(block)
+                if progress:
+                    progress(done, total)
+        if info.checksum:
+            algorithm, expected = info.checksum.split(":")
+            actual = _digest(target, algorithm)
+            if actual != expected:
+                raise ValueError(f"{info.url}: {algorithm} {actual} does not match the "
+                                 f"published {expected}; nothing was saved")
+        if target.suffix == ".zip":
+            with zipfile.ZipFile(target) as archive:
+                archive.extractall(tmp)
+            target.unlink()
+        for entry in Path(tmp).iterdir():
+            destination = data_home / entry.name
+            if destination.exists():
+                shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
+            entry.rename(destination)
+    return data_home / info.file

@@ -1,0 +1,240 @@
+"""Evaluate a model on a split, in user batches with bounded memory.
+
+Protocol (the default, and the only one our published comparisons use): rank every item of
+the catalogue for every test user, after removing the items the user already has in their
+history (train items; at test time also validation items). Sampled-negative ranking exists
+behind ``Protocol(kind="sampled")`` and every output labels it as sampled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel, Field
+from scipy import stats
+
+from userlens.data.interactions import Interactions, ItemCatalog
+from userlens.data.splits import Split
+from userlens.evaluation import metrics as M
+from userlens.models.base import Recommender, mask_seen, top_k
+
+logger = logging.getLogger(__name__)
+
+
+class Protocol(BaseModel, frozen=True, extra="forbid"):
+    kind: Literal["full", "sampled"] = "full"
+    n_negatives: int = Field(default=100, gt=0)
+    """Sampled protocol only: negatives ranked against each user's relevant items."""
+    sampler: Literal["uniform", "popularity"] = "uniform"
+
+    def label(self) -> str:
+        return "full" if self.kind == "full" else f"sampled-{self.sampler}-{self.n_negatives}"
+
+
+@dataclass
+class MetricSummary:
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean, "ci95": [self.ci_low, self.ci_high], "n": self.n}
+
+
+def summarize(values: np.ndarray) -> MetricSummary:
+    """Mean with a 95% t-interval over users."""
+    n = len(values)
+    mean = float(values.mean()) if n else float("nan")
+    if n < 2:
+        return MetricSummary(mean, mean, mean, n)
+    half = float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return MetricSummary(mean, mean - half, mean + half, n)
+
+
+@dataclass
+class EvalResult:
+    """Metric means with confidence intervals, per-user values for paired tests, timings."""
+
+    protocol: str
+    stage: str
+    summary: dict[str, MetricSummary]
+    per_user: dict[str, np.ndarray]
+    users: np.ndarray
+    eval_seconds: float
+    info: dict = field(default_factory=dict)
+
+    def means(self) -> dict[str, float]:
+        return {name: s.mean for name, s in self.summary.items()}
+
+
+def _concat(parts: list[Interactions]) -> Interactions:
+    first = parts[0]
+    return Interactions(
+        **{name: np.concatenate([getattr(p, name) for p in parts])
+           for name in ("user_idx", "item_idx", "timestamp", "value", "event_type", "row_id")},
+        n_users=first.n_users, n_items=first.n_items, event_types=first.event_types,
+        has_time=first.has_time)
+
+
+def _item_vectors(catalog: ItemCatalog | None, model: Recommender) -> np.ndarray | None:
+    if catalog is not None:
+        matrix = catalog.category_matrix()
+        if matrix is not None and matrix.shape[1] > 0:
+            return np.asarray(matrix.todense(), dtype=np.float32)
+    embeddings = getattr(model, "item_embeddings", None)
+    return embeddings() if callable(embeddings) else None
+
+
+def _sample_candidates(rng: np.random.Generator, known: sp.csr_matrix, n_items: int,
+                       n_negatives: int, weights: np.ndarray | None) -> np.ndarray:
+    """(B, n_negatives) items each user never interacted with (rejection sampling)."""
+    out = np.empty((known.shape[0], n_negatives), np.int64)
+    p = None if weights is None else weights / weights.sum()
+    for row in range(known.shape[0]):
+        seen = set(known.indices[known.indptr[row]:known.indptr[row + 1]].tolist())
+        available = n_items - len(seen)
+        if available < n_negatives:
+            raise ValueError(f"sampled protocol: a user has only {available} unseen items, "
+                             f"fewer than n_negatives={n_negatives}")
+        chosen: list[int] = []
+        chosen_set: set[int] = set()
+        while len(chosen) < n_negatives:
+            draw = rng.choice(n_items, size=2 * n_negatives, p=p)
+            for item in draw.tolist():
+                if item not in seen and item not in chosen_set:
+                    chosen.append(item)
+                    chosen_set.add(item)
+                    if len(chosen) == n_negatives:
+                        break
+        out[row] = chosen
+    return out
+
+
+def evaluate(
+    model: Recommender,
+    split: Split,
+    metrics: list[str],
+    *,
+    stage: Literal["test", "valid"] = "test",
+    protocol: Protocol = Protocol(),
+    catalog: ItemCatalog | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvalResult:
+    """Score every user with targets in ``stage`` and compute ``metrics``.
+
+    The history given to the model is everything before the stage (train, plus valid at
+    test time); those items are excluded from the ranking. Targets already in the history
+    (repeat consumption) cannot be ranked and are removed, and counted in ``info``.
+    """
+    specs = [M.parse_metric(m) for m in metrics]
+    targets_part = split.test if stage == "test" else split.valid
+    history_events = _concat([split.train, split.valid]) if stage == "test" else split.train
+    n_items = split.train.n_items
+    history_matrix = history_events.to_csr()
+    target_matrix = targets_part.to_csr()
+    repeated = target_matrix.multiply(history_matrix)
+    n_repeated = int(repeated.nnz)
+    target_matrix = (target_matrix - repeated).tocsr()
+    target_matrix.eliminate_zeros()
+    n_relevant_all = np.diff(target_matrix.indptr)
+    users = np.flatnonzero(n_relevant_all > 0)
+    if len(users) == 0:
+        raise ValueError(f"no user has a {stage} item to find; check the split")
+    max_k = max((s.k or 0 for s in specs), default=10)
+    if batch_size is None:  # about 64 MB of float32 scores per batch
+        batch_size = int(max(1, min(4096, 16_000_000 // max(n_items, 1))))
+
+    item_counts = split.train.item_counts().astype(np.float64)
+    train_users = max(1, int((split.train.user_counts() > 0).sum()))
+    users_per_item = np.diff(split.train.to_csr().tocsc().indptr).astype(np.float64)
+    share = np.where(users_per_item > 0, users_per_item / train_users, 1.0 / (train_users + 1))
+    item_vectors = (_item_vectors(catalog, model)
+                    if any(s.name == "ild" for s in specs) else None)
+    if any(s.name == "ild" for s in specs) and item_vectors is None:
+        raise ValueError("metric 'ild' needs item categories (a catalogue) or a model with "
+                         "item embeddings")
+    rng = np.random.default_rng(seed)
+    weights = item_counts + 1.0 if protocol.sampler == "popularity" else None
+    known_all = (history_matrix + targets_part.to_csr()).tocsr() if protocol.kind == "sampled" \
+        else None
+
+    per_user: dict[str, list[np.ndarray]] = {str(s): [] for s in specs if s.per_user}
+    all_recommended: list[np.ndarray] = []
+    started = time.perf_counter()
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        histories = history_events.histories(batch)
+        scores = np.array(model.score(histories), dtype=np.float32, copy=True)  # (B, n_items)
+        mask_seen(scores, histories)
+        batch_targets = target_matrix[batch]
+        if protocol.kind == "sampled":
+            negatives = _sample_candidates(rng, known_all[batch], n_items,
+                                           protocol.n_negatives, weights)
+            candidate = np.zeros_like(scores, dtype=bool)
+            candidate[np.arange(len(batch))[:, None], negatives] = True
+            candidate[batch_targets.nonzero()] = True
+            scores[~candidate] = -np.inf
+        items, _ = top_k(scores, max_k)  # (B, K)
+        target_dense = np.zeros(scores.shape, dtype=bool)
+        target_dense[batch_targets.nonzero()] = True
+        hits = np.take_along_axis(target_dense, items, axis=1)
+        hits &= np.isfinite(np.take_along_axis(scores, items, axis=1))
+        n_relevant = n_relevant_all[batch]
+        all_recommended.append(items)
+        for spec in specs:
+            key = str(spec)
+            if spec.name in M.ACCURACY:
+                per_user[key].append(M.accuracy(spec.name, hits, n_relevant, spec.k))
+            elif spec.name == "novelty":
+                per_user[key].append(M.novelty(items[:, :spec.k], share))
+            elif spec.name == "arp":
+                per_user[key].append(M.average_popularity(items[:, :spec.k], item_counts))
+            elif spec.name == "ild":
+                per_user[key].append(M.intra_list_diversity(items[:, :spec.k], item_vectors))
+            elif spec.name == "auc":
+                per_user[key].append(_auc(scores, target_dense, batch_targets))
+        if progress:
+            progress(min(start + batch_size, len(users)), len(users))
+
+    recommended = np.concatenate(all_recommended)
+    summary: dict[str, MetricSummary] = {}
+    values: dict[str, np.ndarray] = {}
+    for spec in specs:
+        key = str(spec)
+        if spec.per_user:
+            values[key] = np.concatenate(per_user[key])
+            summary[key] = summarize(values[key])
+        elif spec.name == "coverage":
+            value = M.coverage(recommended[:, :spec.k], n_items)
+            summary[key] = MetricSummary(value, value, value, len(users))
+        elif spec.name == "gini":
+            value = M.gini_exposure(recommended[:, :spec.k], n_items)
+            summary[key] = MetricSummary(value, value, value, len(users))
+    return EvalResult(
+        protocol=protocol.label(), stage=stage, summary=summary, per_user=values,
+        users=users, eval_seconds=time.perf_counter() - started,
+        info={"users": int(len(users)), "targets_removed_as_repeats": n_repeated})
+
+
+def _auc(scores: np.ndarray, target_dense: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
+    """Per-user AUC over all non-excluded candidates (see :func:`metrics.auc`)."""
+    negatives = np.where(target_dense, -np.inf, scores)
+    n_negatives = np.isfinite(negatives).sum(axis=1)
+    rows, cols = targets.nonzero()
+    above = np.empty(len(rows))
+    ties = np.empty(len(rows))
+    for lo in range(0, len(rows), 1024):  # bounded (pairs x items) comparisons
+        r, c = rows[lo:lo + 1024], cols[lo:lo + 1024]
+        s = scores[r, c][:, None]
+        above[lo:lo + 1024] = (negatives[r] > s).sum(axis=1)
+        ties[lo:lo + 1024] = (negatives[r] == s).sum(axis=1)
+    return M.auc(above, ties, n_negatives[rows], rows, len(scores))

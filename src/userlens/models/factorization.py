@@ -122,6 +122,9 @@ class BPRConfig(BaseModel, frozen=True, extra="forbid"):
     learning_rate: float = Field(default=0.05, gt=0)
     regularization: float = Field(default=0.01, ge=0)
     iterations: int = Field(default=100, gt=0)
+    num_threads: int = Field(default=0, ge=0)
+    """Training threads; 0 = all cores. implicit's BPR updates factors lock-free (Hogwild),
+    so only ``num_threads = 1`` is bit-for-bit reproducible for a seed."""
     fold_in_regularization: float = Field(default=1.0, ge=0)
     """λ of the least-squares fold-in of histories onto the BPR item factors."""
     fold_in_alpha: float = Field(default=10.0, gt=0)
@@ -150,7 +153,8 @@ class BPR(ALS):
         c = self.config
         model = BayesianPersonalizedRanking(factors=c.factors, learning_rate=c.learning_rate,
                                             regularization=c.regularization,
-                                            iterations=c.iterations, random_state=seed)
+                                            iterations=c.iterations, random_state=seed,
+                                            num_threads=c.num_threads)
         with threadpool_limits(1, "blas"):
             model.fit(train.to_csr(), show_progress=False)
         factors = np.asarray(model.item_factors, dtype=np.float32)

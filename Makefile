@@ -1,0 +1,35 @@
+# Two commands on a fresh clone (with ../shared beside it): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Research datasets are read from the shared folder beside the project, never downloaded.
+SHARED_DATA := $(abspath ../shared/data)
+export USERLENS_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/userlens run configs/ml-1m-baselines.toml --plot runs/ml-1m-baselines/leaderboard.png
+	@echo ""
+	@echo "Next: compare two models with a paired test:"
+	@echo "  $(BIN)/userlens compare runs/ml-1m-baselines/als runs/ml-1m-baselines/ease"
+	@echo "Describe a dataset:    $(BIN)/userlens describe ml-1m"
+	@echo "Your own CSV: copy configs/ml-100k-baselines.toml, set [data] path/format/columns."
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not gpu"
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/ml1m_baselines.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,232 @@
+"""``userlens`` command line: parse, build a config, make one library call, show results."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="userlens: user models from event logs, evaluated honestly.")
+datasets_app = typer.Typer(no_args_is_help=True, help="Public datasets: list and fetch.")
+app.add_typer(datasets_app, name="datasets")
+
+err = Console(stderr=True)
+# Tables are wide; when piped (CI logs, files) do not squeeze them into 80 columns.
+out = Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def _mirror() -> Path | None:
+    value = os.environ.get("USERLENS_DATA_MIRROR")
+    return Path(value) if value else None
+
+
+def _data_home() -> Path:
+    from userlens.data.datasets import DEFAULT_DATA_HOME
+
+    value = os.environ.get("USERLENS_DATA_HOME")
+    return Path(value) if value else DEFAULT_DATA_HOME
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from userlens.data.filters import EmptyDatasetError
+    from userlens.data.readers import DataFormatError
+    from userlens.data.splits import LeakageError
+    from userlens.evaluation.experiment import ConfigError
+
+    return (ConfigError, DataFormatError, EmptyDatasetError, LeakageError, FileNotFoundError,
+            KeyError, ValueError, MemoryError)
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Argument(help="experiment TOML file")],
+    json_output: Annotated[bool, typer.Option("--json", help="print only the JSON report")] = False,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="default runs/<name>")] = None,
+    plot: Annotated[Path | None, typer.Option(help="save a bar chart of the metrics (PNG)")] = None,
+) -> None:
+    """Read, filter, split, fit every model, evaluate, and print the leaderboard."""
+    from userlens.evaluation.experiment import load_config, run_experiment
+    from userlens.evaluation.report import leaderboard_table, plot_leaderboard
+
+    try:
+        experiment = load_config(config)
+    except _user_errors() as error:
+        _fail(str(error))
+    target = out_dir or Path("runs") / experiment.name
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
+        "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
+    tasks: dict[str, int] = {}
+
+    def on_event(event: str, payload: dict) -> None:
+        if event == "data":
+            err.print(f"data: {payload['users']:,} users, {payload['items']:,} items, "
+                      f"{payload['interactions']:,} events ({payload['seconds']:.2f} s)")
+        elif event == "split":
+            err.print(f"split: {payload}")
+        elif event == "fit_start":
+            tasks[payload["model"]] = progress.add_task(f"fit {payload['model']}", total=None)
+        elif event == "fit_end":
+            progress.update(tasks[payload["model"]],
+                            description=f"evaluate {payload['model']}")
+        elif event == "eval_progress":
+            progress.update(tasks[payload["model"]], completed=payload["done"],
+                            total=payload["total"])
+        elif event == "eval_end":
+            progress.remove_task(tasks[payload["model"]])
+            err.print(f"{payload['model']}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
+
+    try:
+        with progress:
+            report = run_experiment(experiment, target, base_dir=config.parent.parent,
+                                    mirror=_mirror(), data_home=_data_home(), on_event=on_event)
+    except _user_errors() as error:
+        _fail(str(error).strip("'\""))
+    if plot is not None:
+        plot_leaderboard(report, plot)
+    if json_output:
+        print(json.dumps({k: report[k] for k in ("name", "data", "split", "protocol")}
+                         | {"results": [{k: r[k] for k in ("model", "metrics", "fit_seconds",
+                                                          "eval_seconds")}
+                                        for r in report["results"]]}))
+        return
+    out.print(leaderboard_table(report))
+    out.print(f"artefacts: {target}/<model>/ (model, id maps, manifest, per-user metrics)")
+    if plot is not None:
+        out.print(f"plot: {plot}")
+
+
+@app.command()
+def describe(
+    data: Annotated[str, typer.Argument(help="a file/folder path or a registered dataset name")],
+    format: Annotated[str | None, typer.Option(help="csv, tsv, parquet, jsonl, movielens, "
+                                                     "recbole, sequences, amazon")] = None,
+    min_item_interactions: Annotated[int, typer.Option()] = 0,
+    min_user_interactions: Annotated[int, typer.Option()] = 0,
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Users, items, density, history lengths, popularity concentration and warnings."""
+    from userlens.data import filters
+    from userlens.data.datasets import REGISTRY, resolve
+    from userlens.data.describe import describe as describe_events
+    from userlens.data.readers import read
+
+    try:
+        path, data_format = (resolve(data, mirror=_mirror(), data_home=_data_home())
+                             if data in REGISTRY else (Path(data), format))
+        dataset = read(path, data_format)
+        if min_item_interactions or min_user_interactions:
+            dataset = filters.k_core(dataset, min_user_interactions, min_item_interactions)
+    except _user_errors() as error:
+        _fail(str(error).strip("'\""))
+    stats = describe_events(dataset.interactions)
+    if json_output:
+        print(json.dumps(stats))
+        return
+    table = Table(title=f"{path}", show_header=False, title_justify="left")
+    for key, value in stats.items():
+        if key == "warnings":
+            continue
+        if isinstance(value, float):
+            value = f"{value:.4f}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v:,.0f}" if isinstance(v, int | float) else f"{k} {v}"
+                              for k, v in value.items())
+        elif isinstance(value, int):
+            value = f"{value:,}"
+        table.add_row(key, str(value))
+    out.print(table)
+    for warning in stats["warnings"]:
+        out.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(help="artefact dir of model A (runs/NAME/MODEL)")],
+    run_b: Annotated[Path, typer.Argument(help="artefact dir of model B")],
+    json_output: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Paired significance tests (t-test, Wilcoxon) between two runs, per metric."""
+    from userlens.evaluation.compare import compare_runs
+
+    try:
+        result = compare_runs(run_a, run_b)
+    except _user_errors() as error:
+        _fail(str(error))
+    if json_output:
+        print(json.dumps(result))
+        return
+    table = Table(title=f"{run_a} (A) vs {run_b} (B), {result['users']:,} paired users, "
+                        f"protocol {result['protocol']}", title_justify="left")
+    for column in ("metric", "A", "B", "B - A", "t-test p", "Wilcoxon p"):
+        table.add_column(column, justify="right")
+    for row in result["metrics"]:
+        table.add_row(row["metric"], f"{row['a']:.4f}", f"{row['b']:.4f}",
+                      f"{row['difference']:+.4f}", f"{row['t_pvalue']:.2g}",
+                      f"{row['wilcoxon_pvalue']:.2g}")
+    out.print(table)
+
+
+@datasets_app.command("list")
+def datasets_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Registered datasets with size, licence and homepage."""
+    from userlens.data.datasets import REGISTRY, resolve
+
+    rows = []
+    for info in REGISTRY.values():
+        try:
+            local = str(resolve(info.name, mirror=_mirror(), data_home=_data_home())[0])
+        except FileNotFoundError:
+            local = None
+        rows.append({"name": info.name, "size": info.size, "licence": info.licence,
+                     "homepage": info.homepage, "local": local})
+    if json_output:
+        print(json.dumps(rows))
+        return
+    table = Table(title="datasets")
+    for column in ("name", "size", "licence", "homepage", "local"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(row[c] or "-") for c in ("name", "size", "licence", "homepage",
+                                                     "local")))
+    out.print(table)
+
+
+@datasets_app.command("fetch")
+def datasets_fetch(name: str) -> None:
+    """Download a dataset from its official home (or use the mirror), checksum-verified."""
+    from userlens.data.datasets import fetch
+
+    with Progress(TextColumn(f"fetch {name}"), BarColumn(),
+                  TextColumn("{task.completed:,}/{task.total:,} bytes"), console=err) as bar:
+        task = bar.add_task(name, total=None)
+        try:
+            path = fetch(name, data_home=_data_home(), mirror=_mirror(),
+                         progress=lambda done, total: bar.update(task, completed=done,
+                                                                 total=total or None))
+        except _user_errors() + (OSError,) as error:
+            _fail(str(error).strip("'\""))
+    out.print(f"{name}: {path}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

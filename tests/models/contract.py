@@ -1,0 +1,100 @@
+"""The contract every model inherits: subclass ``ModelContract`` and set ``make``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.conftest import missing_item
+from userlens.data.interactions import Histories, Interactions
+from userlens.models.base import Recommender
+
+
+class ModelContract:
+    """Twelve checks a model gets for free. ``learns_groups`` is False for models that
+    ignore the history (popularity)."""
+
+    learns_groups = True
+
+    def make(self) -> Recommender:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def fitted(self, two_groups: Interactions) -> Recommender:
+        return self.make().fit(two_groups, seed=0)
+
+    def test_fit_returns_self(self, two_groups):
+        model = self.make()
+        assert model.fit(two_groups, seed=0) is model
+
+    def test_scores_are_finite_with_the_right_shape(self, fitted, two_groups):
+        scores = fitted.score(two_groups.histories())
+        assert scores.shape == (20, 10)
+        assert scores.dtype == np.float32
+        assert np.all(np.isfinite(scores))
+
+    def test_recommend_excludes_seen_and_is_sorted(self, fitted, two_groups):
+        histories = two_groups.histories()
+        items, scores = fitted.recommend(histories, k=3)
+        assert items.shape == (20, 3)
+        for row in range(20):
+            assert not set(items[row]) & set(histories.sequence(row).tolist())
+            assert np.all(np.diff(scores[row]) <= 0)
+
+    def test_recommend_can_include_seen(self, fitted, two_groups):
+        histories = two_groups.histories()
+        items, _ = fitted.recommend(histories, k=10, exclude_seen=False)
+        assert sorted(items[0].tolist()) == list(range(10))
+
+    def test_learns_the_obvious_answer(self, fitted, two_groups):
+        if not self.learns_groups:
+            pytest.skip("model ignores the history")
+        items, _ = fitted.recommend(two_groups.histories(), k=1)
+        found = sum(items[user, 0] == missing_item(user) for user in range(20))
+        assert found >= 18
+
+    def test_batch_equals_one_by_one(self, fitted, two_groups):
+        histories = two_groups.histories()
+        together = fitted.score(histories)
+        for row in (0, 7, 19):
+            alone = fitted.score(histories.slice(row, row + 1))
+            np.testing.assert_allclose(alone[0], together[row], rtol=1e-5, atol=1e-6)
+
+    def test_new_user_is_scored_from_history_without_retraining(self, fitted):
+        new_user = Histories.from_lists([[5, 6, 7, 8]], n_items=10)
+        items, _ = fitted.recommend(new_user, k=1)
+        if self.learns_groups:
+            assert items[0, 0] == 9
+
+    def test_empty_history_falls_back_to_popularity(self, fitted, two_groups):
+        empty = Histories.from_lists([[]], n_items=10)
+        assert fitted.fallback_rows(empty).tolist() == [True]
+        scores = fitted.score(empty)
+        np.testing.assert_allclose(scores[0], two_groups.item_counts().astype(np.float32))
+
+    def test_save_load_round_trip_gives_identical_scores(self, fitted, two_groups, tmp_path):
+        fitted.save(tmp_path / "model")
+        loaded = Recommender.load(tmp_path / "model")
+        assert type(loaded) is type(fitted)
+        assert loaded.config == fitted.config
+        histories = two_groups.histories()
+        np.testing.assert_array_equal(loaded.score(histories), fitted.score(histories))
+
+    def test_saved_model_has_no_pickle(self, fitted, tmp_path):
+        fitted.save(tmp_path / "model")
+        with np.load(tmp_path / "model" / "arrays.npz", allow_pickle=False) as data:
+            assert all(data[key].dtype != object for key in data.files)
+
+    def test_same_seed_same_scores(self, two_groups):
+        histories = two_groups.histories()
+        first = self.make().fit(two_groups, seed=3).score(histories)
+        second = self.make().fit(two_groups, seed=3).score(histories)
+        np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
+
+    def test_unfitted_model_says_so(self, two_groups):
+        with pytest.raises(RuntimeError, match="not fitted"):
+            self.make().score(two_groups.histories())
+
+    def test_wrong_catalogue_size_is_rejected(self, fitted):
+        with pytest.raises(ValueError, match="items"):
+            fitted.score(Histories.from_lists([[1]], n_items=11))

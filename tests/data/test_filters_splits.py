@@ -56,8 +56,8 @@ def test_rating_threshold_and_repeats():
     assert len(min_value(data, 4).interactions) == 2
     first = repeat_policy(data, "first").interactions
     last = repeat_policy(data, "last").interactions
-    assert sorted(zip(first.user_idx, first.timestamp)) == [(0, 1), (0, 3), (1, 2)]
-    assert sorted(zip(last.user_idx, last.timestamp)) == [(0, 3), (0, 5), (1, 2)]
+    assert sorted(zip(first.user_idx, first.timestamp, strict=False)) == [(0, 1), (0, 3), (1, 2)]
+    assert sorted(zip(last.user_idx, last.timestamp, strict=False)) == [(0, 3), (0, 5), (1, 2)]
 
 
 def test_event_weights_and_negative_feedback():
@@ -67,7 +67,8 @@ def test_event_weights_and_negative_feedback():
     events = weighted.interactions
     # the dislike of item 0 at t=3 cancels the click at t=1; the purchase stays, weighted
     kept = sorted(zip(weighted.users.external(events.user_idx),
-                      weighted.items.external(events.item_idx), events.value.tolist()))
+                      weighted.items.external(events.item_idx), events.value.tolist(),
+                      strict=True))
     assert kept == [("u0", "i1", 5.0), ("u1", "i1", 1.0)]
     with pytest.raises(ValueError, match="known types"):
         event_weights(data, {"view": 1.0})
@@ -78,8 +79,8 @@ def test_leave_one_out_known_answer():
                                       np.array([3, 1, 2, 0, 0, 1, 2]),
                                       timestamp=np.array([4, 1, 2, 3, 1, 2, 1]))
     split = leave_one_out(events)
-    assert sorted(zip(split.test.user_idx, split.test.item_idx)) == [(0, 3), (1, 1)]
-    assert list(zip(split.valid.user_idx, split.valid.item_idx)) == [(0, 0)]
+    assert sorted(zip(split.test.user_idx, split.test.item_idx, strict=False)) == [(0, 3), (1, 1)]
+    assert list(zip(split.valid.user_idx, split.valid.item_idx, strict=False)) == [(0, 0)]
     assert len(split.train) == 4  # user 2's only event stays in train
     assert split.info["users_without_test"] == 1
 

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -211,8 +211,8 @@ def datasets_fetch(name: str) -> None:
     """Download a dataset from its official home (or use the mirror), checksum-verified."""
     from userlens.data.datasets import fetch
 
-    with Progress(TextColumn(f"fetch {name}"), BarColumn(),
-                  TextColumn("{task.completed:,}/{task.total:,} bytes"), console=err) as bar:
+    with Progress(TextColumn(f"fetch {name}"), BarColumn(), DownloadColumn(),
+                  console=err) as bar:
         task = bar.add_task(name, total=None)
         try:
             path = fetch(name, data_home=_data_home(), mirror=_mirror(),

@@ -123,7 +123,7 @@ def evaluate(
     metrics: list[str],
     *,
     stage: Literal["test", "valid"] = "test",
-    protocol: Protocol = Protocol(),
+    protocol: Protocol | None = None,
     catalog: ItemCatalog | None = None,
     batch_size: int | None = None,
     seed: int = 0,
@@ -135,6 +135,7 @@ def evaluate(
     test time); those items are excluded from the ranking. Targets already in the history
     (repeat consumption) cannot be ranked and are removed, and counted in ``info``.
     """
+    protocol = protocol or Protocol()
     specs = [M.parse_metric(m) for m in metrics]
     targets_part = split.test if stage == "test" else split.valid
     history_events = _concat([split.train, split.valid]) if stage == "test" else split.train

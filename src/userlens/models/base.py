@@ -96,8 +96,8 @@ class Recommender(ABC):
     def _state(self) -> dict[str, np.ndarray]:
         return {}
 
-    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
-        pass
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
+        """Restore what ``_state`` returned; models without arrays keep the default."""
 
     # ------------------------------------------------------------------ shared
 

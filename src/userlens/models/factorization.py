@@ -80,9 +80,9 @@ class ALS(Recommender):
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
         self._fit_popularity(train)
-        model = self._build(seed)
         user_items = train.to_csr(binary=not self.config.use_values)
         with threadpool_limits(1, "blas"):  # implicit parallelises itself
+            model = self._build(seed)
             model.fit(user_items, show_progress=False)
         self.item_factors_ = np.asarray(model.item_factors, dtype=np.float32)
         self.item_bias_ = np.zeros(train.n_items, np.float32)

@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from userlens.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def log_file(tmp_path):
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,timestamp"]
+    for user in range(60):
+        group = range(0, 12) if user % 2 else range(12, 24)
+        for t, item in enumerate(rng.choice(list(group), size=7, replace=False)):
+            lines.append(f"u{user},i{item},{1000 + 10 * user + t}")
+    path = tmp_path / "log.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_config(tmp_path, log_file, extra_data="", models=None, metrics='["hr@5", "ndcg@5"]'):
+    models = models or ['name = "most_popular"', 'name = "ease"\nparams = { l2 = 10.0 }']
+    text = (f'name = "toy"\nseed = 0\n[data]\npath = "{log_file}"\nformat = "csv"\n{extra_data}'
+            f'[evaluation]\nmetrics = {metrics}\n'
+            + "".join(f"[[models]]\n{m}\n" for m in models))
+    path = tmp_path / "toy.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_json_has_the_documented_shape(tmp_path, log_file):
+    config = write_config(tmp_path, log_file)
+    result = runner.invoke(app, ["run", str(config), "--json", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report) == {"name", "data", "split", "protocol", "results"}
+    assert report["data"] == {"users": 60, "items": 24, "interactions": 420}
+    assert report["protocol"] == "full" and report["split"] == "leave_one_out"
+    assert [r["model"] for r in report["results"]] == ["most_popular", "ease"]
+    for entry in report["results"]:
+        assert set(entry) == {"model", "metrics", "fit_seconds", "eval_seconds"}
+        assert set(entry["metrics"]) == {"hr@5", "ndcg@5"}
+    ease, popular = report["results"][1]["metrics"], report["results"][0]["metrics"]
+    assert ease["hr@5"] > popular["hr@5"]
+    artefact = tmp_path / "out" / "ease"
+    for name in ("model/model.json", "model/arrays.npz", "users.json", "items.json",
+                 "manifest.json", "results.json", "per_user.npz"):
+        assert (artefact / name).exists(), name
+    manifest = json.loads((artefact / "manifest.json").read_text())
+    assert len(manifest["data"]["fingerprint"]) == 64 and manifest["seed"] == 0
+
+
+def test_table_output_and_plot(tmp_path, log_file):
+    config = write_config(tmp_path, log_file)
+    plot = tmp_path / "board.png"
+    result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "out"),
+                                 "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "most_popular" in result.stdout and "ndcg@5" in result.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("extra, models, metrics, expected", [
+    ("min_item_interaction = 5\n", None, '["hr@5"]', "data.min_item_interaction: unknown key"),
+    ("", ['name = "eas"'], '["hr@5"]', "known models: most_popular, itemknn, ease, als, bpr"),
+    ("", ['name = "ease"\nparams = { lambda = 3 }'], '["hr@5"]', "params.lambda"),
+    ("", None, '["ndcg@5", "hitrate@5"]', "unknown metric 'hitrate@5'"),
+])
+def test_config_errors_name_the_problem(tmp_path, log_file, extra, models, metrics, expected):
+    config = write_config(tmp_path, log_file, extra, models, metrics)
+    result = runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+def test_empty_after_filtering_names_the_filter(tmp_path, log_file):
+    config = write_config(tmp_path, log_file, "min_item_interactions = 1000\n")
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2
+    assert "k_core(min_user=0, min_item=1000)" in " ".join(result.output.split())
+
+
+def test_a_failed_run_leaves_the_previous_one_intact(tmp_path, log_file):
+    out = tmp_path / "out"
+    good = write_config(tmp_path, log_file)
+    assert runner.invoke(app, ["run", str(good), "--out", str(out)]).exit_code == 0
+    before = (out / "report.json").read_text()
+    # the second model fails after the first was fitted and written
+    bad = write_config(tmp_path, log_file, models=[
+        'name = "most_popular"', 'name = "ease"\nparams = { max_items = 3 }'])
+    result = runner.invoke(app, ["run", str(bad), "--out", str(out)])
+    assert result.exit_code == 2 and "max_items" in result.output
+    assert (out / "report.json").read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_malformed_data_is_reported_with_line(tmp_path, log_file):
+    log_file.write_text(log_file.read_text() + "u1,i3,notatime\n")
+    config = write_config(tmp_path, log_file)
+    result = runner.invoke(app, ["run", str(config)])
+    assert result.exit_code == 2
+    assert "line 422" in result.output and "timestamp" in result.output
+
+
+def test_describe_json(log_file):
+    result = runner.invoke(app, ["describe", str(log_file), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["users"] == 60 and stats["events"] == 420
+
+
+def test_compare_cli(tmp_path, log_file):
+    config = write_config(tmp_path, log_file)
+    runner.invoke(app, ["run", str(config), "--out", str(tmp_path / "out")])
+    result = runner.invoke(app, ["compare", str(tmp_path / "out" / "most_popular"),
+                                 str(tmp_path / "out" / "ease"), "--json"])
+    assert result.exit_code == 0, result.output
+    rows = {row["metric"]: row for row in json.loads(result.stdout)["metrics"]}
+    assert rows["hr@5"]["b"] > rows["hr@5"]["a"]
+
+
+def test_datasets_list_uses_the_mirror(shared_data, monkeypatch):
+    monkeypatch.setenv("USERLENS_DATA_MIRROR", str(shared_data))
+    result = runner.invoke(app, ["datasets", "list", "--json"])
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["ml-1m"]["local"].endswith("ml-1m_user_sequences.tsv.gz")
+    assert "GroupLens" in rows["ml-1m"]["licence"]
+    result = runner.invoke(app, ["datasets", "fetch", "ml-100k"])
+    assert result.exit_code == 0 and "ml-100k.inter" in result.stdout
+
+
+def test_fetch_unknown_dataset_lists_known(monkeypatch, tmp_path):
+    monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
+    result = runner.invoke(app, ["datasets", "fetch", "ml-2m"])
+    assert result.exit_code == 2 and "known datasets: ml-100k" in result.output

@@ -31,15 +31,9 @@ def two_groups() -> Interactions:
     Each user has seen all but one item of their group, so the right recommendation is
     obvious: the missing item of their own group.
     """
-    users, items = [], []
-    for user in range(20):
-        group = range(0, 5) if user < 10 else range(5, 10)
-        missing = list(group)[user % 5]
-        for item in group:
-            if item != missing:
-                users.append(user)
-                items.append(item)
-    return Interactions.from_arrays(np.array(users), np.array(items), n_users=20, n_items=10)
+    from tests.models.contract import two_groups_events
+
+    return two_groups_events()
 
 
 def missing_item(user: int) -> int:

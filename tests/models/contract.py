@@ -10,18 +10,50 @@ from userlens.data.interactions import Histories, Interactions
 from userlens.models.base import Recommender
 
 
+def cycle_walks(n_users: int = 40, n_items: int = 9, length: int = 12,
+                seed: int = 0) -> Interactions:
+    """Each user walks the cycle 0 -> 1 -> ... -> 8 -> 0 from a random start: the next item
+    is always obvious from the last one."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for user in range(n_users):
+        start = rng.integers(n_items)
+        users += [user] * length
+        items += [(start + step) % n_items for step in range(length)]
+    return Interactions.from_arrays(np.array(users), np.array(items), n_items=n_items)
+
+
+def two_groups_events() -> Interactions:
+    """Users 0-9 like items 0-4, users 10-19 like items 5-9, each missing one item."""
+    users, items = [], []
+    for user in range(20):
+        group = range(0, 5) if user < 10 else range(5, 10)
+        for item in group:
+            if item != missing_item(user):
+                users.append(user)
+                items.append(item)
+    return Interactions.from_arrays(np.array(users), np.array(items), n_users=20, n_items=10)
+
+
 class ModelContract:
-    """Twelve checks a model gets for free. ``learns_groups`` is False for models that
-    ignore the history (popularity)."""
+    """Thirteen checks a model gets for free. ``learns_groups`` is False for models that
+    ignore the history (popularity); ``sequential`` models are checked on an obvious
+    next-item task instead of the co-occurrence one."""
 
     learns_groups = True
+    sequential = False
 
     def make(self) -> Recommender:
         raise NotImplementedError
 
-    @pytest.fixture
-    def fitted(self, two_groups: Interactions) -> Recommender:
-        return self.make().fit(two_groups, seed=0)
+    @pytest.fixture(scope="class")
+    def fitted(self) -> Recommender:
+        """One fit per test class (models are not mutated by the checks)."""
+        return self.make().fit(two_groups_events(), seed=0)
+
+    @pytest.fixture(scope="class")
+    def fitted_on_cycles(self) -> Recommender:
+        return self.make().fit(cycle_walks(), seed=0)
 
     def test_fit_returns_self(self, two_groups):
         model = self.make()
@@ -46,9 +78,16 @@ class ModelContract:
         items, _ = fitted.recommend(histories, k=10, exclude_seen=False)
         assert sorted(items[0].tolist()) == list(range(10))
 
-    def test_learns_the_obvious_answer(self, fitted, two_groups):
+    def test_learns_the_obvious_answer(self, fitted, two_groups, request):
         if not self.learns_groups:
             pytest.skip("model ignores the history")
+        if self.sequential:
+            events, model = cycle_walks(), request.getfixturevalue("fitted_on_cycles")
+            # every history ends at item (start + 11) % 9; the next item follows it
+            items, _ = model.recommend(events.histories(), k=1, exclude_seen=False)
+            last = events.histories().item_idx[events.histories().indptr[1:] - 1]
+            assert np.mean(items[:, 0] == (last + 1) % 9) >= 0.95
+            return
         items, _ = fitted.recommend(two_groups.histories(), k=1)
         found = sum(items[user, 0] == missing_item(user) for user in range(20))
         assert found >= 18
@@ -60,7 +99,13 @@ class ModelContract:
             alone = fitted.score(histories.slice(row, row + 1))
             np.testing.assert_allclose(alone[0], together[row], rtol=1e-5, atol=1e-6)
 
-    def test_new_user_is_scored_from_history_without_retraining(self, fitted):
+    def test_new_user_is_scored_from_history_without_retraining(self, fitted, request):
+        if self.sequential:
+            model = request.getfixturevalue("fitted_on_cycles")
+            history = Histories.from_lists([[1, 2, 3, 4, 5]], n_items=9)
+            items, _ = model.recommend(history, k=1)
+            assert items[0, 0] == 6
+            return
         new_user = Histories.from_lists([[5, 6, 7, 8]], n_items=10)
         items, _ = fitted.recommend(new_user, k=1)
         if self.learns_groups:

@@ -57,6 +57,8 @@ def run(
     json_output: Annotated[bool, typer.Option("--json", help="print only the JSON report")] = False,
     out_dir: Annotated[Path | None, typer.Option("--out", help="default runs/<name>")] = None,
     plot: Annotated[Path | None, typer.Option(help="save a bar chart of the metrics (PNG)")] = None,
+    nproc: Annotated[int, typer.Option(help="data-parallel training processes (torch DDP; "
+                                            "gloo on CPU, nccl on GPU)")] = 1,
 ) -> None:
     """Read, filter, split, fit every model, evaluate, and print the leaderboard."""
     from userlens.evaluation.experiment import load_config, run_experiment
@@ -82,6 +84,15 @@ def run(
         elif event == "fit_end":
             progress.update(tasks[payload["model"]],
                             description=f"evaluate {payload['model']}")
+        elif event == "epoch":
+            valid = payload.get("valid_ndcg@10")
+            progress.update(tasks[payload["model"]], description=(
+                f"fit {payload['model']} epoch {payload['epoch']} loss {payload['loss']:.4f}"
+                + (f" valid ndcg@10 {valid:.4f}" if valid is not None else "")
+                + f" ({payload['sequences_per_second']:.0f} seq/s)"))
+            err.print(f"  {payload['model']} epoch {payload['epoch']}: loss "
+                      f"{payload['loss']:.4f}, {payload['seconds']:.1f} s"
+                      + (f", valid ndcg@10 {valid:.4f}" if valid is not None else ""))
         elif event == "eval_progress":
             progress.update(tasks[payload["model"]], completed=payload["done"],
                             total=payload["total"])
@@ -91,9 +102,15 @@ def run(
                 f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
 
     try:
-        with progress:
-            report = run_experiment(experiment, target, base_dir=config.parent.parent,
-                                    mirror=_mirror(), data_home=_data_home(), on_event=on_event)
+        if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            report = _run_distributed(config, target, nproc)
+            if report is None:  # a torchrun worker other than rank 0
+                return
+        else:
+            with progress:
+                report = run_experiment(experiment, target, base_dir=config.parent.parent,
+                                        mirror=_mirror(), data_home=_data_home(),
+                                        on_event=on_event)
     except _user_errors() as error:
         _fail(str(error).strip("'\""))
     if plot is not None:
@@ -108,6 +125,31 @@ def run(
     out.print(f"artefacts: {target}/<model>/ (model, id maps, manifest, per-user metrics)")
     if plot is not None:
         out.print(f"plot: {plot}")
+
+
+def _print_event(event: str, payload: dict) -> None:
+    if event in ("data", "split", "fit_end", "eval_end", "epoch"):
+        err.print(f"{event}: {payload}", highlight=False)
+
+
+def _distributed_worker(rank: int, world_size: int, config: Path, target: Path,
+                        mirror: Path | None, data_home: Path) -> dict | None:
+    from userlens.evaluation.experiment import load_config, run_experiment
+
+    return run_experiment(load_config(config), target, base_dir=config.parent.parent,
+                          mirror=mirror, data_home=data_home, on_event=_print_event,
+                          rank=rank, world_size=world_size)
+
+
+def _run_distributed(config: Path, target: Path, nproc: int) -> dict | None:
+    """Spawn ``nproc`` workers, or join torchrun's group when WORLD_SIZE is set."""
+    from userlens.models.nn import distributed
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        rank, world_size = distributed.init_from_environment()
+        return _distributed_worker(rank, world_size, config, target, _mirror(), _data_home())
+    return distributed.launch(_distributed_worker, nproc, config, target, _mirror(),
+                              _data_home())
 
 
 @app.command()

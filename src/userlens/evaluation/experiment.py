@@ -26,7 +26,7 @@ from userlens.data.readers import ColumnMap, read
 from userlens.data.splits import Split, leave_one_out, temporal, user_holdout
 from userlens.evaluation.metrics import parse_metric
 from userlens.evaluation.runner import EvalResult, Protocol, evaluate
-from userlens.models.registry import MODELS, create
+from userlens.models.registry import MODEL_NAMES, config_class, create
 
 logger = logging.getLogger(__name__)
 
@@ -96,10 +96,11 @@ class ModelEntry(BaseModel, frozen=True, extra="forbid"):
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelEntry:
-        if self.name not in MODELS:
-            raise ValueError(f"unknown model '{self.name}'; known models: {', '.join(MODELS)}")
+        if self.name not in MODEL_NAMES:
+            raise ValueError(f"unknown model '{self.name}'; known models: "
+                             f"{', '.join(MODEL_NAMES)}")
         try:
-            MODELS[self.name].config_class(**self.params)
+            config_class(self.name)(**self.params)
         except ValidationError as error:
             problems = "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                  for e in error.errors())
@@ -215,12 +216,20 @@ def run_experiment(
     mirror: Path | None = None,
     data_home: Path = DEFAULT_DATA_HOME,
     on_event: Callable[[str, dict], None] | None = None,
-) -> dict:
+    rank: int = 0,
+    world_size: int = 1,
+) -> dict | None:
     """Read, filter, split, fit and evaluate every model; write artefacts; return the report.
 
     The run is written to a temporary directory beside ``out_dir`` and moved into place only
     when every model has finished, so a failed run never corrupts an earlier one.
+
+    Under data-parallel training (``world_size > 1``, a torch process group already joined)
+    every rank trains the models that support it together; rank 0 alone fits the others,
+    evaluates and writes. Other ranks return None.
     """
+    if rank != 0:
+        on_event = None
     notify = on_event or (lambda event, payload: None)
     started = time.perf_counter()
     dataset = load_data(config.data, base_dir=base_dir, mirror=mirror, data_home=data_home)
@@ -229,6 +238,12 @@ def run_experiment(
     notify("split", split.summary())
     fingerprint = dataset.interactions.fingerprint()
 
+    if rank != 0:
+        for entry in config.models:
+            model = create(entry.name, entry.params)
+            if getattr(model, "distributed", False):
+                model.fit(split.train, valid=split.valid, seed=config.seed)
+        return None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     runs: list[ModelRun] = []
@@ -237,6 +252,9 @@ def run_experiment(
             label = entry.label or entry.name
             notify("fit_start", {"model": label})
             model = create(entry.name, entry.params)
+            if hasattr(model, "on_epoch"):
+                model.on_epoch = lambda record, label=label: notify(
+                    "epoch", {"model": label, **record})
             fit_started = time.perf_counter()
             model.fit(split.train, valid=split.valid, seed=config.seed)
             fit_seconds = time.perf_counter() - fit_started
@@ -315,5 +333,6 @@ def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfi
         "fit_seconds": fit_seconds,
         "eval_seconds": result.eval_seconds,
         "info": result.info,
+        "training": getattr(model, "training_", None),
     }
     (path / "results.json").write_text(json.dumps(results, indent=2))

@@ -167,14 +167,14 @@ class Recommender(ABC):
     @classmethod
     def load(cls, path: str | Path) -> Recommender:
         """Load a model saved by :meth:`save`; works on the base class (dispatches by name)."""
-        from userlens.models.registry import MODELS
+        from userlens.models.registry import model_class as registered
 
         path = Path(path)
         meta = json.loads((path / "model.json").read_text())
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
                              f"supported (expected {FORMAT_VERSION})")
-        model_class = MODELS[meta["model"]] if cls is Recommender else cls
+        model_class = registered(meta["model"]) if cls is Recommender else cls
         config = model_class.config_class.model_validate_json((path / "config.json").read_text())
         model = model_class(config)
         with np.load(path / "arrays.npz", allow_pickle=False) as data:

@@ -1,19 +1,73 @@
-"""Explicit registry of model names (as used in configs) to classes."""
+"""Explicit registry of model names (as used in configs) to classes.
+
+Torch models are imported only when asked for, so configs validate and classic models run
+without importing torch.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+from pydantic import BaseModel
 
 from userlens.models.base import Recommender
 from userlens.models.classic import EASE, ItemKNN, MostPopular
 from userlens.models.factorization import ALS, BPR
+from userlens.models.sequential_config import BERT4RecConfig, GRU4RecConfig, SASRecConfig
 
-MODELS: dict[str, type[Recommender]] = {
-    model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR)
+
+def _sasrec() -> type[Recommender]:
+    from userlens.models.nn.sequential import SASRec
+
+    return SASRec
+
+
+def _bert4rec() -> type[Recommender]:
+    from userlens.models.nn.sequential import BERT4Rec
+
+    return BERT4Rec
+
+
+def _gru4rec() -> type[Recommender]:
+    from userlens.models.nn.sequential import GRU4Rec
+
+    return GRU4Rec
+
+
+_CLASSIC: dict[str, type[Recommender]] = {
+    model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR)}
+_TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
+    "sasrec": (SASRecConfig, _sasrec),
+    "bert4rec": (BERT4RecConfig, _bert4rec),
+    "gru4rec": (GRU4RecConfig, _gru4rec),
 }
+MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
+
+
+def _unknown(name: str) -> KeyError:
+    return KeyError(f"unknown model '{name}'; known models: {', '.join(MODEL_NAMES)}")
+
+
+def config_class(name: str) -> type[BaseModel]:
+    """The hyper-parameter class of a model name (no torch import)."""
+    if name in _CLASSIC:
+        return _CLASSIC[name].config_class
+    if name in _TORCH:
+        return _TORCH[name][0]
+    raise _unknown(name)
+
+
+def model_class(name: str) -> type[Recommender]:
+    if name in _CLASSIC:
+        return _CLASSIC[name]
+    if name in _TORCH:
+        return _TORCH[name][1]()
+    raise _unknown(name)
 
 
 def create(name: str, params: dict | None = None) -> Recommender:
     """Build a model from its config name and parameters (validated, typos rejected)."""
-    if name not in MODELS:
-        raise KeyError(f"unknown model '{name}'; known models: {', '.join(MODELS)}")
-    model_class = MODELS[name]
-    return model_class(model_class.config_class(**(params or {})))
+    cls = model_class(name) if name in MODEL_NAMES else None
+    if cls is None:
+        raise _unknown(name)
+    return cls(config_class(name)(**(params or {})))

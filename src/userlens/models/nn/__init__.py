@@ -1,0 +1,1 @@
+"""Torch code: modules (math), losses, the trainer and the sequential model wrappers."""

@@ -1,0 +1,145 @@
+"""Torch modules for sequential user models: math only, no training, ids or devices.
+
+Sequences are right-padded with 0; item ``i`` of the catalogue is token ``i + 1``. Learned
+positions count from the end of each sequence (the latest event is position 0), which is
+what left padding gives the original SASRec, and stays consistent when batches of similar
+length are padded to different widths.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+PAD = 0
+
+
+def positions_from_end(tokens: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, L) position of each token counted from its sequence's last real token."""
+    lengths = (tokens != PAD).sum(dim=1, keepdim=True)  # (B, 1)
+    index = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)  # (1, L)
+    return (lengths - 1 - index).clamp(min=0, max=max_len - 1)  # (B, L)
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout with a uniform-draw mask.
+
+    Same distribution as ``F.dropout``; about twice as fast on CPU, where torch's Bernoulli
+    sampler dominated our SASRec step time (measured in benchmarks/).
+    """
+    if not training or p == 0.0:
+        return x
+    keep = torch.rand_like(x) >= p
+    return x * keep * (1.0 / (1.0 - p))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm self-attention + feed-forward block."""
+
+    def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float,
+                 activation: str) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = n_heads, dropout
+        self.attention_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attention_out = nn.Linear(dim, dim)
+        self.ff_norm = nn.LayerNorm(dim)
+        self.ff_in = nn.Linear(dim, ff_dim)
+        self.ff_out = nn.Linear(ff_dim, dim)
+        self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
+
+    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); ``attention_bias`` is (B or 1, 1, L, L) with -inf = masked."""
+        batch, length, dim = x.shape
+        heads, head_dim = self.n_heads, dim // self.n_heads
+        q, k, v = self.qkv(self.attention_norm(x)).split(dim, dim=2)  # 3 x (B, L, D)
+        q, k, v = (t.view(batch, length, heads, head_dim).transpose(1, 2)
+                   for t in (q, k, v))  # (B, H, L, Dh)
+        scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5 + attention_bias  # (B, H, L, L)
+        weights = fast_dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
+        attended = (weights @ v).transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
+        x = x + fast_dropout(self.attention_out(attended), self.dropout, self.training)
+        hidden = fast_dropout(self.activation(self.ff_in(self.ff_norm(x))), self.dropout,
+                              self.training)  # (B, L, ff)
+        return x + fast_dropout(self.ff_out(hidden), self.dropout, self.training)
+
+
+class TransformerSequenceEncoder(nn.Module):
+    """Item + position embeddings, a stack of pre-norm transformer blocks, a final norm.
+
+    ``causal=True`` is SASRec (Kang & McAuley, ICDM 2018): each position sees only the past.
+    ``causal=False`` is BERT4Rec (Sun et al., CIKM 2019): every position sees the whole
+    sequence, pads excluded. ``n_special`` extra tokens follow the items (BERT4Rec's mask).
+    """
+
+    def __init__(self, n_items: int, dim: int, n_blocks: int, n_heads: int, max_len: int,
+                 dropout: float, causal: bool, ff_mult: int = 4, n_special: int = 0,
+                 activation: str = "gelu") -> None:
+        super().__init__()
+        self.n_items, self.max_len, self.causal, self.dropout = n_items, max_len, causal, dropout
+        self.item_embedding = nn.Embedding(n_items + 1 + n_special, dim, padding_idx=PAD)
+        self.position_embedding = nn.Embedding(max_len, dim)
+        self.blocks = nn.ModuleList([TransformerBlock(dim, n_heads, dim * ff_mult, dropout,
+                                                      activation) for _ in range(n_blocks)])
+        self.final_norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.item_embedding.weight, std=dim ** -0.5)
+        nn.init.normal_(self.position_embedding.weight, std=dim ** -0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[PAD].zero_()
+
+    def attention_bias(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Additive mask: causal (right padding means real tokens never see pads, and every
+        query row keeps itself), or bidirectional with pad keys hidden."""
+        length = tokens.shape[1]
+        if self.causal:
+            future = torch.ones(length, length, dtype=torch.bool, device=tokens.device).triu(1)
+            return torch.zeros(length, length, device=tokens.device).masked_fill(
+                future, float("-inf")).view(1, 1, length, length)
+        pad_keys = (tokens == PAD).view(tokens.shape[0], 1, 1, length)
+        return torch.zeros(pad_keys.shape, device=tokens.device).masked_fill(
+            pad_keys, float("-inf"))  # (B, 1, 1, L)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) tokens -> (B, L, D) hidden states."""
+        pad = tokens == PAD  # (B, L)
+        x = self.item_embedding(tokens) + self.position_embedding(
+            positions_from_end(tokens, self.max_len))  # (B, L, D)
+        x = fast_dropout(x, self.dropout, self.training) * (~pad).unsqueeze(-1)
+        bias = self.attention_bias(tokens)
+        for block in self.blocks:
+            x = block(x, bias)  # (B, L, D)
+        return self.final_norm(x)
+
+    def item_weights(self) -> torch.Tensor:
+        """(n_items, D) output embeddings, tied with the input item embeddings."""
+        return self.item_embedding.weight[1:self.n_items + 1]
+
+
+class GRUSequenceEncoder(nn.Module):
+    """GRU4Rec (Hidasi et al., ICLR 2016) over item embeddings, tied output embeddings.
+
+    Trained here with the cross-entropy-style losses of the transformer models (Hidasi &
+    Czapp 2023 show CE/BPR-max with negative sampling is what makes GRU4Rec competitive).
+    """
+
+    def __init__(self, n_items: int, dim: int, n_layers: int, dropout: float,
+                 max_len: int) -> None:
+        super().__init__()
+        self.n_items, self.max_len, self.causal = n_items, max_len, True
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=PAD)
+        self.dropout = nn.Dropout(dropout)
+        self.gru = nn.GRU(dim, dim, n_layers, batch_first=True,
+                          dropout=dropout if n_layers > 1 else 0.0)
+        self.final_norm = nn.LayerNorm(dim)
+        nn.init.normal_(self.item_embedding.weight, std=dim ** -0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[PAD].zero_()
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) right-padded tokens -> (B, L, D); pads come after, so they never leak back."""
+        x = self.dropout(self.item_embedding(tokens))  # (B, L, D)
+        output, _ = self.gru(x)  # (B, L, D)
+        return self.final_norm(output)
+
+    def item_weights(self) -> torch.Tensor:
+        return self.item_embedding.weight[1:self.n_items + 1]

@@ -1,0 +1,292 @@
+"""SASRec (and gSASRec), BERT4Rec and GRU4Rec: the wrappers that own ids, batching,
+devices, training and saving. The math lives in :mod:`modules` and :mod:`losses`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Self
+
+import numpy as np
+import torch
+from torch import nn
+
+from userlens.data.interactions import Histories, Interactions
+from userlens.models.base import Recommender, mask_seen, top_k
+from userlens.models.nn import losses
+from userlens.models.nn.modules import PAD, GRUSequenceEncoder, TransformerSequenceEncoder
+from userlens.models.nn.trainer import all_reduce_sum, pad_right, train, world
+from userlens.models.sequential_config import (
+    BERT4RecConfig,
+    GRU4RecConfig,
+    SASRecConfig,
+    SequentialConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device='cuda' but CUDA is not available")
+        rank, world_size = world()
+        return torch.device("cuda", rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+class SequentialRecommender(Recommender):
+    """Shared machinery: sequences from interactions, training, validation, scoring.
+
+    A history is encoded from its last ``max_len`` events; the user vector is the hidden
+    state at the last position, and scores are its dot products with the (tied) item
+    embeddings, so ``user_embeddings`` and ``item_embeddings`` serve ANN retrieval.
+    """
+
+    config: SequentialConfig
+    distributed = True
+    """Trains under torch.distributed when a process group is initialised."""
+
+    def __init__(self, config: SequentialConfig | None = None) -> None:
+        super().__init__(config)
+        self.module_: nn.Module | None = None
+        self.training_: dict = {}
+        self.on_epoch: Callable[[dict], None] | None = None
+
+    # ------------------------------------------------------------------ to implement
+
+    def _build_module(self, n_items: int) -> nn.Module:
+        raise NotImplementedError
+
+    def _training_sequences(self, tokens: np.ndarray) -> np.ndarray:
+        """The part of one user's token sequence used for training."""
+        return tokens[-(self.config.max_len + 1):]
+
+    def _inference_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        return tokens[-self.config.max_len:]
+
+    def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
+                    generator: torch.Generator) -> torch.Tensor:
+        """Next-item loss at every position of each sequence (causal models)."""
+        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
+        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
+        hidden = model(inputs)  # (B, L, D)
+        has_target = targets != PAD
+        return self._loss(hidden[has_target], targets[has_target] - 1, generator)
+
+    # ------------------------------------------------------------------ shared
+
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor,
+              generator: torch.Generator) -> torch.Tensor:
+        """(T, D) hidden states and (T,) item targets -> the configured loss."""
+        c = self.config
+        weights = self.module_.item_weights()  # (n_items, D)
+        n_items = weights.shape[0]
+        hidden = hidden.float()
+        if c.loss == "ce":
+            return losses.full_cross_entropy(hidden, targets, weights)
+        if c.loss == "sampled_softmax":
+            if c.negative_sampler == "popularity":
+                negatives = torch.multinomial(self.sampling_probs_, c.n_negatives,
+                                              replacement=True, generator=generator)
+                log_q = self.sampling_probs_.log().to(self.device_)
+            else:
+                negatives = torch.randint(n_items, (c.n_negatives,), generator=generator)
+                log_q = None
+            return losses.sampled_softmax(hidden, targets, weights,
+                                          negatives.to(self.device_), log_q)
+        negatives = torch.randint(n_items, (len(targets), c.n_negatives),
+                                  generator=generator).to(self.device_)
+        if c.loss == "bce":
+            return losses.binary_cross_entropy(hidden, targets, weights, negatives)
+        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items)
+
+    def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
+            seed: int = 0) -> Self:
+        c = self.config
+        torch.set_num_threads(c.threads or os.cpu_count() or 1)
+        torch.manual_seed(seed)
+        self._fit_popularity(train_events)
+        self.device_ = resolve_device(c.device)
+        self.module_ = self._build_module(train_events.n_items).to(self.device_)
+        counts = torch.from_numpy(self.popularity_.astype(np.float64) + 1.0)
+        self.sampling_probs_ = (counts / counts.sum()).float()
+        histories = train_events.histories()
+        sequences = [self._training_sequences(histories.sequence(u).astype(np.int64) + 1)
+                     for u in range(len(histories))]
+        sequences = [s for s in sequences if len(s) >= self._min_training_length]
+        if not sequences:
+            raise ValueError(f"{self.name}: no user has {self._min_training_length}+ events "
+                             "to train on")
+        validate = self._validator(train_events, valid, seed) if valid is not None and len(
+            valid) else None
+        history = train(
+            self.module_, sequences, self._batch_loss, validate,
+            learning_rate=c.learning_rate, weight_decay=c.weight_decay,
+            batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience,
+            eval_every=c.eval_every, seed=seed, device=self.device_, amp=c.amp,
+            grad_clip=c.grad_clip, time_limit_seconds=c.time_limit_seconds,
+            on_epoch=self.on_epoch)
+        self.training_ = history.to_dict()
+        return self
+
+    _min_training_length = 2
+
+    def _validator(self, train_events: Interactions, valid: Interactions,
+                   seed: int) -> Callable[[], float]:
+        """NDCG@10 of each validation item, ranked from the user's train history."""
+        target = np.full(train_events.n_users, -1, np.int64)
+        target[valid.user_idx] = valid.item_idx
+        has_history = train_events.user_counts() > 0
+        users = np.flatnonzero((target >= 0) & has_history)
+        if self.config.max_valid_users and len(users) > self.config.max_valid_users:
+            users = np.sort(np.random.default_rng(seed).choice(
+                users, self.config.max_valid_users, replace=False))
+        rank, world_size = world()
+        mine = users[rank::world_size]
+        histories = train_events.histories(mine)
+
+        def validate() -> float:
+            total = 0.0
+            for start in range(0, len(mine), self.config.inference_batch_size):
+                part = histories.slice(start, min(start + self.config.inference_batch_size,
+                                                  len(mine)))
+                scores = mask_seen(np.array(self.score(part), copy=True), part)
+                items, _ = top_k(scores, 10)
+                hit = items == target[mine[start:start + len(part)]][:, None]
+                rank_of_hit = hit.argmax(axis=1)
+                total += float((hit.any(axis=1) / np.log2(rank_of_hit + 2)).sum())
+            total, count = all_reduce_sum([total, float(len(mine))], self.device_)
+            return total / max(count, 1.0)
+
+        return validate
+
+    def user_embeddings(self, histories: Histories) -> np.ndarray:
+        """(B, dim) hidden state after each history's last event (zeros for empty ones)."""
+        self._check_fitted(histories)
+        lengths = histories.lengths()
+        out = np.zeros((len(histories), self.config.dim), np.float32)
+        rows = np.flatnonzero(lengths > 0)
+        rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
+        step = self.config.inference_batch_size
+        module = self.module_
+        was_training = module.training
+        module.eval()
+        with torch.inference_mode():
+            for start in range(0, len(rows), step):
+                chunk = rows[start:start + step]
+                tokens = pad_right([self._inference_tokens(
+                    histories.sequence(r).astype(np.int64) + 1) for r in chunk])
+                tokens_t = torch.from_numpy(tokens).to(self.device_)
+                hidden = module(tokens_t)  # (B, L, D)
+                last = torch.from_numpy((tokens != PAD).sum(axis=1) - 1).to(self.device_)
+                out[chunk] = hidden[torch.arange(len(chunk)), last].float().cpu().numpy()
+        module.train(was_training)
+        return out
+
+    def item_embeddings(self) -> np.ndarray:
+        with torch.no_grad():
+            return self.module_.item_weights().float().cpu().numpy()
+
+    def _score(self, histories: Histories) -> np.ndarray:
+        users = torch.from_numpy(self.user_embeddings(histories))
+        with torch.no_grad():
+            weights = self.module_.item_weights().detach().float().cpu()
+            return (users @ weights.T).numpy()
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {f"param.{name}": tensor.detach().float().cpu().numpy()
+                for name, tensor in self.module_.state_dict().items()}
+
+    def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        self.device_ = resolve_device(self.config.device)
+        self.module_ = self._build_module(self.n_items_).to(self.device_)
+        state = {name.removeprefix("param."): torch.from_numpy(value)
+                 for name, value in arrays.items() if name.startswith("param.")}
+        self.module_.load_state_dict(state)
+        self.module_.eval()
+
+
+class SASRec(SequentialRecommender):
+    """SASRec (Kang & McAuley, ICDM 2018): causal self-attention over the history.
+
+    ``loss="ce"`` is the SASRec+ of Klenitskiy & Vasilev (RecSys 2023); ``loss="gbce"``
+    with 256 negatives and t = 0.75 is gSASRec (Petrov & Macdonald, RecSys 2023); ``"bce"``
+    with one negative is the original. Deviations: pre-norm blocks with GELU (as in the
+    PyTorch ports the replications used), positions counted from the end of the sequence.
+    """
+
+    name = "sasrec"
+    config_class = SASRecConfig
+
+    def _build_module(self, n_items: int) -> nn.Module:
+        c = self.config
+        return TransformerSequenceEncoder(n_items, c.dim, c.n_blocks, c.n_heads, c.max_len,
+                                          c.dropout, causal=True, ff_mult=c.ff_mult)
+
+
+class BERT4Rec(SequentialRecommender):
+    """BERT4Rec (Sun et al., CIKM 2019): bidirectional encoder trained on the cloze task.
+
+    Each position is masked with ``mask_prob`` (at least one per sequence), the masked
+    input is replaced by a [MASK] token so the target is never visible, and the loss is
+    taken at masked positions. To recommend, a [MASK] is appended to the history.
+    """
+
+    name = "bert4rec"
+    config_class = BERT4RecConfig
+    _min_training_length = 1
+
+    def _build_module(self, n_items: int) -> nn.Module:
+        c = self.config
+        return TransformerSequenceEncoder(n_items, c.dim, c.n_blocks, c.n_heads, c.max_len,
+                                          c.dropout, causal=False, ff_mult=c.ff_mult,
+                                          n_special=1)
+
+    @property
+    def mask_token(self) -> int:
+        return self.n_items_ + 1
+
+    def _training_sequences(self, tokens: np.ndarray) -> np.ndarray:
+        return tokens[-self.config.max_len:]
+
+    def _inference_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        return np.append(tokens[-(self.config.max_len - 1):], self.mask_token)
+
+    def cloze(self, tokens: torch.Tensor, generator: torch.Generator
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) right-padded tokens -> (masked inputs, bool mask of the positions to predict)."""
+        real = tokens != PAD
+        lengths = real.sum(dim=1)
+        mask = (torch.rand(tokens.shape, generator=generator) < self.config.mask_prob) & real
+        last = torch.zeros_like(mask)
+        last[torch.arange(len(tokens)), lengths - 1] = True
+        last_only = torch.rand(len(tokens), generator=generator) < \
+            self.config.last_item_mask_share
+        mask = torch.where(last_only.unsqueeze(1), last, mask)
+        mask |= last & ~mask.any(dim=1, keepdim=True)  # at least one target per sequence
+        return tokens.masked_fill(mask, self.mask_token), mask
+
+    def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
+                    generator: torch.Generator) -> torch.Tensor:
+        tokens = torch.from_numpy(pad_right(batch))
+        inputs, mask = self.cloze(tokens, generator)
+        hidden = model(inputs.to(self.device_))  # (B, L, D)
+        mask = mask.to(self.device_)
+        return self._loss(hidden[mask], tokens.to(self.device_)[mask] - 1, generator)
+
+
+class GRU4Rec(SequentialRecommender):
+    """GRU4Rec (Hidasi et al., ICLR 2016) with the configured next-item loss (CE default).
+
+    Deviation: trained on whole user histories with tied output embeddings, not on
+    session-parallel mini-batches.
+    """
+
+    name = "gru4rec"
+    config_class = GRU4RecConfig
+
+    def _build_module(self, n_items: int) -> nn.Module:
+        c = self.config
+        return GRUSequenceEncoder(n_items, c.dim, c.n_layers, c.dropout, c.max_len)

@@ -1,0 +1,167 @@
+"""Training loop for sequence models: length-bucketed batches, AdamW, early stopping.
+
+The trainer owns epochs, batching, devices, distributed data parallelism and checkpoint
+restore; the model wrapper supplies ``batch_loss`` (the math) and ``validate`` (NDCG@10 on
+held-out next items). Under ``torch.distributed`` each rank trains on its share of batches
+(DDP averages the gradients) and validates on its share of users; the NDCG sums are
+all-reduced, so every rank takes the same early-stopping decision and keeps the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingHistory:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_ndcg: float = -math.inf
+    stopped: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch,
+                "best_valid_ndcg@10": self.best_ndcg, "stopped": self.stopped,
+                "seconds": self.seconds}
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) outside torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator,
+                   noise: float = 8.0) -> list[np.ndarray]:
+    """Batches of sequences with similar lengths, in random order.
+
+    Lengths are jittered before sorting so batch composition changes between epochs.
+    """
+    order = np.argsort(lengths + rng.uniform(0, noise, len(lengths)), kind="stable")
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad_right(sequences: list[np.ndarray], width: int | None = None) -> np.ndarray:
+    """Right-pad integer sequences with 0 to a (B, width) array."""
+    width = width or max(len(s) for s in sequences)
+    out = np.zeros((len(sequences), width), np.int64)
+    for row, sequence in enumerate(sequences):
+        out[row, :len(sequence)] = sequence
+    return out
+
+
+def train(
+    module: nn.Module,
+    sequences: list[np.ndarray],
+    batch_loss: Callable[[nn.Module, list[np.ndarray], torch.Generator], torch.Tensor],
+    validate: Callable[[], float] | None,
+    *,
+    learning_rate: float,
+    weight_decay: float,
+    batch_size: int,
+    max_epochs: int,
+    patience: int,
+    eval_every: int,
+    seed: int,
+    device: torch.device,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    time_limit_seconds: float | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainingHistory:
+    """Train ``module`` in place; the best validated weights are restored at the end."""
+    rank, world_size = world()
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator(device="cpu").manual_seed(seed + 7919 * rank)
+    model: nn.Module = module
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate,
+                                  weight_decay=weight_decay)
+    lengths = np.array([len(s) for s in sequences])
+    history = TrainingHistory()
+    best_state = copy.deepcopy(module.state_dict())
+    bad_rounds = 0
+    started = time.perf_counter()
+    autocast_type = "cuda" if device.type == "cuda" else "cpu"
+    for epoch in range(1, max_epochs + 1):
+        model.train()
+        epoch_started = time.perf_counter()
+        batches = length_batches(lengths, batch_size, rng)
+        if world_size > 1:
+            # batch_size is the global batch: each rank takes its slice of every batch, so
+            # the steps per epoch and the effective batch match a single process (and every
+            # rank makes the same number of steps, or DDP's all-reduce would wait forever).
+            batches = [b[rank::world_size] for b in batches if len(b) >= world_size]
+        total_loss, n_sequences = 0.0, 0
+        for batch in batches:
+            with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=amp):
+                loss = batch_loss(model, [sequences[i] for i in batch], generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(batch)
+            n_sequences += len(batch)
+        epoch_seconds = time.perf_counter() - epoch_started
+        record = {"epoch": epoch, "loss": total_loss / max(n_sequences, 1),
+                  "seconds": epoch_seconds,
+                  "sequences_per_second": n_sequences * world_size / max(epoch_seconds, 1e-9),
+                  "elapsed": time.perf_counter() - started}
+        if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+            model.eval()
+            record["valid_ndcg@10"] = validate()
+            if record["valid_ndcg@10"] > history.best_ndcg:
+                history.best_ndcg, history.best_epoch = record["valid_ndcg@10"], epoch
+                best_state = copy.deepcopy(module.state_dict())
+                bad_rounds = 0
+            else:
+                bad_rounds += 1
+        elif validate is None:
+            history.best_epoch, best_state = epoch, None
+        history.epochs.append(record)
+        logger.info("epoch %d: %s", epoch, record)
+        if on_epoch is not None and rank == 0:
+            on_epoch(record)
+        if bad_rounds >= patience:
+            history.stopped = f"early stopping: no better validation NDCG@10 in {patience} checks"
+            break
+        if time_limit_seconds is not None and time.perf_counter() - started > time_limit_seconds:
+            history.stopped = f"time limit of {time_limit_seconds:.0f} s reached"
+            break
+    else:
+        history.stopped = f"max_epochs={max_epochs} reached"
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    history.seconds = time.perf_counter() - started
+    return history
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    """Sum floats over ranks (identity outside torch.distributed)."""
+    rank, world_size = world()
+    if world_size == 1:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64,
+                          device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(tensor)
+    return tensor.tolist()

@@ -1,0 +1,72 @@
+"""Typed hyper-parameters of the sequential models (kept free of torch so configs validate
+without importing it)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+
+class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
+    """What every sequential model shares: sizes, optimisation, early stopping, hardware."""
+
+    dim: int = Field(default=64, gt=0)
+    """Embedding and hidden size."""
+    max_len: int = Field(default=200, gt=1)
+    """The last max_len events of each history are used, in training and in scoring."""
+    dropout: float = Field(default=0.2, ge=0, lt=1)
+    loss: Literal["ce", "sampled_softmax", "bce", "gbce"] = "ce"
+    """ce: full softmax over all items; sampled_softmax: n_negatives shared per batch;
+    bce: SASRec's original binary loss with n_negatives per position; gbce: gSASRec."""
+    n_negatives: int = Field(default=256, gt=0)
+    negative_sampler: Literal["uniform", "popularity"] = "uniform"
+    """sampled_softmax only; popularity sampling is corrected with log-Q."""
+    gbce_t: float = Field(default=0.75, ge=0, le=1)
+    """gSASRec calibration parameter t (gbce only)."""
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=128, gt=0)
+    max_epochs: int = Field(default=200, gt=0)
+    patience: int = Field(default=10, ge=1)
+    """Stop after this many validations without a better validation NDCG@10."""
+    eval_every: int = Field(default=1, gt=0)
+    """Validate every this many epochs (the best epoch's weights are restored)."""
+    max_valid_users: int | None = Field(default=None, gt=0)
+    """Validate on a fixed random subset of users (None = all) to save time."""
+    time_limit_seconds: float | None = Field(default=None, gt=0)
+    """Stop training after this wall time (the best weights so far are kept)."""
+    grad_clip: float | None = Field(default=None, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = False
+    """bfloat16 autocast for the forward pass (useful on GPUs and AMX CPUs)."""
+    threads: int | None = Field(default=None, gt=0)
+    """torch CPU threads; None = all cores of the machine."""
+    inference_batch_size: int = Field(default=512, gt=0)
+
+
+class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
+    n_blocks: int = Field(default=2, gt=0)
+    n_heads: int = Field(default=1, gt=0)
+    ff_mult: int = Field(default=1, gt=0)
+    """Feed-forward width as a multiple of dim (SASRec uses 1)."""
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SASRecConfig:
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+
+class BERT4RecConfig(SASRecConfig, frozen=True, extra="forbid"):
+    n_heads: int = Field(default=2, gt=0)
+    ff_mult: int = Field(default=4, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    mask_prob: float = Field(default=0.2, gt=0, lt=1)
+    """Share of positions masked in the cloze task (0.2 for ML-1M in the paper)."""
+    last_item_mask_share: float = Field(default=0.0, ge=0, le=1)
+    """Share of training sequences that mask only their last item (mimics inference)."""
+
+
+class GRU4RecConfig(SequentialConfig, frozen=True, extra="forbid"):
+    n_layers: int = Field(default=1, gt=0)

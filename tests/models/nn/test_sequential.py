@@ -1,0 +1,189 @@
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.models.contract import ModelContract, cycle_walks
+from userlens.data import leave_one_out
+from userlens.data.interactions import Histories
+from userlens.evaluation import evaluate
+from userlens.models import create
+from userlens.models.nn import losses
+from userlens.models.nn.modules import TransformerSequenceEncoder
+from userlens.models.nn.sequential import BERT4Rec, GRU4Rec, SASRec
+from userlens.models.sequential_config import BERT4RecConfig, GRU4RecConfig, SASRecConfig
+
+TINY = dict(dim=16, max_len=8, batch_size=8, max_epochs=60, dropout=0.0, learning_rate=0.02,
+            threads=1)
+
+
+class TestSASRec(ModelContract):
+    sequential = True
+
+    def make(self):
+        return SASRec(SASRecConfig(**TINY))
+
+
+class TestSASRecGBCE(ModelContract):
+    sequential = True
+
+    def make(self):
+        return SASRec(SASRecConfig(**TINY, loss="gbce", n_negatives=4))
+
+
+class TestBERT4Rec(ModelContract):
+    sequential = True
+
+    def make(self):
+        return BERT4Rec(BERT4RecConfig(**{**TINY, "max_epochs": 150}, n_heads=2,
+                                       last_item_mask_share=0.2))
+
+
+class TestGRU4Rec(ModelContract):
+    sequential = True
+
+    def make(self):
+        return GRU4Rec(GRU4RecConfig(**TINY))
+
+
+def cycles(n_users=40, n_items=9, length=12, seed=0):
+    return cycle_walks(n_users, n_items, length, seed)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("sasrec", {"loss": "ce"}),
+    ("sasrec", {"loss": "bce", "n_negatives": 1}),
+    ("sasrec", {"loss": "sampled_softmax", "n_negatives": 4, "negative_sampler": "popularity"}),
+    ("sasrec", {"loss": "gbce", "n_negatives": 4}),
+    ("gru4rec", {}),
+    ("bert4rec", {"max_epochs": 150, "last_item_mask_share": 0.2}),
+])
+def test_learns_a_deterministic_next_item(name, params):
+    events = cycles()
+    split = leave_one_out(events, validation=False)
+    model = create(name, {**TINY, **params}).fit(split.train, seed=0)
+    # next items repeat within a cycle, so do not exclude seen items here
+    histories = split.train.histories(split.test.user_idx)
+    items, _ = model.recommend(histories, k=1, exclude_seen=False)
+    assert (items[:, 0] == split.test.item_idx).mean() >= 0.95
+
+
+def test_causal_mask_holds():
+    torch.manual_seed(0)
+    encoder = TransformerSequenceEncoder(20, 16, 2, 2, 10, 0.0, causal=True).eval()
+    tokens = torch.tensor([[3, 5, 7, 9, 11, 0, 0]])
+    changed = tokens.clone()
+    changed[0, 3] = 2  # change the 4th event
+    out, out_changed = encoder(tokens), encoder(changed)
+    # positions count from the end, so compare with the same length; earlier outputs agree
+    torch.testing.assert_close(out[0, :3], out_changed[0, :3])
+    assert not torch.allclose(out[0, 3], out_changed[0, 3])
+
+
+def test_bidirectional_encoder_sees_the_future():
+    torch.manual_seed(0)
+    encoder = TransformerSequenceEncoder(20, 16, 1, 1, 10, 0.0, causal=False).eval()
+    tokens = torch.tensor([[3, 5, 7, 0]])
+    changed = torch.tensor([[3, 5, 8, 0]])
+    assert not torch.allclose(encoder(tokens)[0, 0], encoder(changed)[0, 0])
+
+
+def test_bert4rec_masking_never_exposes_the_target():
+    model = BERT4Rec(BERT4RecConfig(**TINY, mask_prob=0.3, last_item_mask_share=0.2))
+    model.n_items_ = 50
+    generator = torch.Generator().manual_seed(0)
+    tokens = torch.randint(1, 51, (64, 12))
+    tokens[::3, 9:] = 0  # some padding
+    inputs, mask = model.cloze(tokens, generator)
+    assert torch.all(inputs[mask] == model.mask_token)
+    assert torch.all(mask.any(dim=1))
+    assert not torch.any(mask & (tokens == 0))
+    assert torch.equal(inputs[~mask], tokens[~mask])
+
+
+def test_sampled_softmax_over_all_items_equals_full_cross_entropy():
+    torch.manual_seed(0)
+    hidden, weights = torch.randn(30, 8), torch.randn(12, 8)
+    targets = torch.randint(0, 12, (30,))
+    all_items = torch.arange(12)
+    full = F.cross_entropy(hidden @ weights.T, targets)
+    sampled = losses.sampled_softmax(hidden, targets, weights, all_items)
+    torch.testing.assert_close(sampled, full)
+    # uniform log-Q correction shifts every logit equally: still the same
+    corrected = losses.sampled_softmax(hidden, targets, weights, all_items,
+                                       losses.uniform_log_q(12))
+    torch.testing.assert_close(corrected, full)
+
+
+def test_chunked_cross_entropy_matches_torch_values_and_gradients():
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 8, requires_grad=True)
+    weights = torch.randn(15, 8, requires_grad=True)
+    targets = torch.randint(0, 15, (37,))
+    ours = losses.full_cross_entropy(hidden, targets, weights, chunk=5)
+    ours.backward()
+    grads = hidden.grad.clone(), weights.grad.clone()
+    hidden.grad, weights.grad = None, None
+    reference = F.cross_entropy(hidden @ weights.T, targets)
+    reference.backward()
+    torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(grads[0], hidden.grad)
+    torch.testing.assert_close(grads[1], weights.grad)
+
+
+def test_gbce_matches_its_formula_by_hand():
+    hidden = torch.tensor([[1.0, 0.0]])
+    weights = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    targets = torch.tensor([0])
+    negatives = torch.tensor([[1, 2]])
+    n_items, t = 3, 0.5
+    alpha = 2 / (n_items - 1)  # = 1: every other item sampled
+    beta = alpha * (t * (1 - 1 / alpha) + 1 / alpha)
+    sigmoid = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
+    expected = -(beta * np.log(sigmoid(2.0)) + np.log(1 - sigmoid(0.0))
+                 + np.log(1 - sigmoid(-1.0)))
+    value = losses.gbce(hidden, targets, weights, negatives, t, n_items)
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+    assert losses.gbce_beta(256, 3417, 0.75) == pytest.approx(
+        (256 / 3416) * (0.75 * (1 - 3416 / 256) + 3416 / 256))
+    # t = 0 is plain BCE
+    bce = losses.binary_cross_entropy(hidden, targets, weights, negatives)
+    gbce_zero = losses.gbce(hidden, targets, weights, negatives, 0.0, n_items)
+    assert float(gbce_zero) == pytest.approx(float(bce))
+
+
+def test_history_longer_than_max_len_and_appended_events():
+    events = cycles(length=30)
+    model = SASRec(SASRecConfig(**TINY)).fit(events, seed=0)
+    long = Histories.from_lists([list(range(9)) * 4], n_items=9)  # 36 > max_len = 8
+    items, _ = model.recommend(long, k=1, exclude_seen=False)
+    assert items[0, 0] == 0  # ... 7 -> 8 -> next is 0
+    appended = Histories.from_lists([list(range(9)) * 4 + [0, 1]], n_items=9)
+    items, _ = model.recommend(appended, k=1, exclude_seen=False)
+    assert items[0, 0] == 2
+
+
+def test_early_stopping_restores_the_best_epoch():
+    events = cycles(length=9)  # no repeats: every validation item is rankable
+    split = leave_one_out(events)
+    model = SASRec(SASRecConfig(**{**TINY, "max_epochs": 40}, patience=3)).fit(
+        split.train, valid=split.valid)
+    history = model.training_
+    best = max(e.get("valid_ndcg@10", -1) for e in history["epochs"])
+    assert history["best_valid_ndcg@10"] == pytest.approx(best)
+    # the restored weights reproduce the best validation score
+    result = evaluate(model, split, ["ndcg@10"], stage="valid")
+    assert result.means()["ndcg@10"] == pytest.approx(best, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_ml100k_short_run_beats_popularity(shared_data):
+    from userlens.data import read
+
+    data = read(shared_data / "ml-100k" / "ml-100k.inter", "recbole")
+    split = leave_one_out(data.interactions)
+    popular = evaluate(create("most_popular").fit(split.train), split, ["ndcg@10"])
+    model = create("sasrec", {"max_epochs": 30, "max_len": 50, "dim": 32, "batch_size": 64,
+                              "learning_rate": 3e-3}).fit(split.train, valid=split.valid)
+    sasrec = evaluate(model, split, ["ndcg@10"])
+    assert sasrec.means()["ndcg@10"] > 1.3 * popular.means()["ndcg@10"]

@@ -157,3 +157,12 @@ def test_ml100k_recbole_real(shared_data):
     data = read(shared_data / "ml-100k" / "ml-100k.inter", "recbole")
     assert data.summary() == {"users": 943, "items": 1682, "interactions": 100_000}
     assert data.user_table.frame.columns[:3] == ["user_id", "age", "gender"]
+
+
+def test_external_histories_skip_and_count_unknown_items(tmp_path):
+    path = write(tmp_path / "log.csv", "user_id,item_id\nu1,a\nu1,b\nu2,c\n")
+    data = read(path)
+    histories, skipped = data.items.encode_histories([["a", "zzz", "c"], [], ["nope"]])
+    assert skipped == 2
+    assert data.items.external(histories.sequence(0)) == ["a", "c"]
+    assert histories.lengths().tolist() == [2, 0, 0]

@@ -59,6 +59,20 @@ class IdIndex:
         """External ids of internal indices."""
         return self.ids[np.asarray(indices, dtype=np.int64)].tolist()
 
+    def encode_histories(self, sequences: list[list[str]]) -> tuple[Histories, int]:
+        """Histories from external item ids; unknown items are skipped and counted.
+
+        Returns:
+            (histories, number of skipped unknown items).
+        """
+        lookup = self._map()
+        encoded, skipped = [], 0
+        for sequence in sequences:
+            known = [lookup[str(x)] for x in sequence if str(x) in lookup]
+            skipped += len(sequence) - len(known)
+            encoded.append(known)
+        return Histories.from_lists(encoded, n_items=len(self)), skipped
+
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(self.ids.tolist()))
 

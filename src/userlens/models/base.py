@@ -122,6 +122,8 @@ class Recommender(ABC):
         scores = np.asarray(self._score(histories), dtype=np.float32)
         empty = self.fallback_rows(histories)
         if empty.any():
+            logger.info("%s: %d empty histories scored by the popularity fallback",
+                        self.name, int(empty.sum()))
             scores = np.array(scores, copy=True)
             scores[empty] = self.popularity_
         return scores

@@ -50,6 +50,13 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
     n_heads: int = Field(default=1, gt=0)
     ff_mult: int = Field(default=1, gt=0)
     """Feed-forward width as a multiple of dim (SASRec uses 1)."""
+    layout: Literal["sasrec", "pre_norm"] = "sasrec"
+    """Block layout: SASRec's reference code (normalised queries, un-normalised keys and
+    values, residuals from the normalised input) or standard pre-norm."""
+    activation: Literal["relu", "gelu"] = "relu"
+    init_std: float = Field(default=0.02, gt=0)
+    scale_embeddings: bool = True
+    """Multiply input item embeddings by sqrt(dim), as SASRec does."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SASRecConfig:
@@ -61,6 +68,9 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
 class BERT4RecConfig(SASRecConfig, frozen=True, extra="forbid"):
     n_heads: int = Field(default=2, gt=0)
     ff_mult: int = Field(default=4, gt=0)
+    layout: Literal["sasrec", "pre_norm"] = "pre_norm"
+    activation: Literal["relu", "gelu"] = "gelu"
+    scale_embeddings: bool = False
     dropout: float = Field(default=0.1, ge=0, lt=1)
     mask_prob: float = Field(default=0.2, gt=0, lt=1)
     """Share of positions masked in the cloze task (0.2 for ML-1M in the paper)."""

@@ -82,6 +82,19 @@ def sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.
     return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
+def negative_logits(hidden: torch.Tensor, weights: torch.Tensor,
+                    negatives: torch.Tensor) -> torch.Tensor:
+    """(T, K) scores of per-position negatives (T, K).
+
+    Gathering (T, K, D) negative embeddings costs T·K·D memory; when the catalogue is not
+    much larger than K it is cheaper to score every item with one matmul and pick the K
+    columns (ML-1M with 256 negatives: 200 MB instead of 1 GB per batch).
+    """
+    if weights.shape[0] <= 16 * negatives.shape[1]:
+        return (hidden @ weights.T).gather(1, negatives)  # (T, K)
+    return torch.einsum("td,tkd->tk", hidden, weights[negatives])  # (T, K)
+
+
 def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                          negatives: torch.Tensor) -> torch.Tensor:
     """SASRec's original loss: -log σ(s+) - Σ log(1 - σ(s-)) with per-position negatives.
@@ -90,7 +103,7 @@ def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: t
         negatives: (T, K) negatives of each position.
     """
     positive = (hidden * weights[targets]).sum(dim=1)  # (T,)
-    negative = torch.einsum("td,tkd->tk", hidden, weights[negatives])  # (T, K)
+    negative = negative_logits(hidden, weights, negatives)  # (T, K)
     loss = F.softplus(-positive) + F.softplus(negative).sum(dim=1)
     return loss.mean()
 
@@ -110,7 +123,7 @@ def gbce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     """
     beta = gbce_beta(negatives.shape[1], n_items, t)
     positive = (hidden * weights[targets]).sum(dim=1)  # (T,)
-    negative = torch.einsum("td,tkd->tk", hidden, weights[negatives])  # (T, K)
+    negative = negative_logits(hidden, weights, negatives)  # (T, K)
     # -log σ(s)^β = β softplus(-s): exact, and stable for any s.
     loss = beta * F.softplus(-positive) + F.softplus(negative).sum(dim=1)
     return loss.mean()

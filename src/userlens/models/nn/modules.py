@@ -9,6 +9,7 @@ length are padded to different widths.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 PAD = 0
@@ -34,12 +35,17 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class TransformerBlock(nn.Module):
-    """Pre-norm self-attention + feed-forward block."""
+    """Self-attention + feed-forward block, in one of two layouts.
+
+    ``"pre_norm"``: x + Attn(LN(x)), then x + FF(LN(x)) (the GPT-2 layout).
+    ``"sasrec"``: the layout of SASRec's reference code: q = LN(x); x = q + Attn(q, x, x) with
+    keys and values un-normalised; y = LN(x); x = y + FF(y).
+    """
 
     def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float,
-                 activation: str) -> None:
+                 activation: str, layout: str = "pre_norm") -> None:
         super().__init__()
-        self.n_heads, self.dropout = n_heads, dropout
+        self.n_heads, self.dropout, self.layout = n_heads, dropout, layout
         self.attention_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attention_out = nn.Linear(dim, dim)
@@ -52,16 +58,27 @@ class TransformerBlock(nn.Module):
         """(B, L, D) -> (B, L, D); ``attention_bias`` is (B or 1, 1, L, L) with -inf = masked."""
         batch, length, dim = x.shape
         heads, head_dim = self.n_heads, dim // self.n_heads
-        q, k, v = self.qkv(self.attention_norm(x)).split(dim, dim=2)  # 3 x (B, L, D)
+        normed = self.attention_norm(x)  # (B, L, D)
+        if self.layout == "sasrec":
+            w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
+            b_q, b_kv = self.qkv.bias.split([dim, 2 * dim])
+            q = F.linear(normed, w_q, b_q)  # (B, L, D)
+            k, v = F.linear(x, w_kv, b_kv).split(dim, dim=2)  # 2 x (B, L, D)
+            residual = normed
+        else:
+            q, k, v = self.qkv(normed).split(dim, dim=2)  # 3 x (B, L, D)
+            residual = x
         q, k, v = (t.view(batch, length, heads, head_dim).transpose(1, 2)
                    for t in (q, k, v))  # (B, H, L, Dh)
         scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5 + attention_bias  # (B, H, L, L)
         weights = fast_dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
         attended = (weights @ v).transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
-        x = x + fast_dropout(self.attention_out(attended), self.dropout, self.training)
-        hidden = fast_dropout(self.activation(self.ff_in(self.ff_norm(x))), self.dropout,
+        x = residual + fast_dropout(self.attention_out(attended), self.dropout, self.training)
+        normed = self.ff_norm(x)
+        hidden = fast_dropout(self.activation(self.ff_in(normed)), self.dropout,
                               self.training)  # (B, L, ff)
-        return x + fast_dropout(self.ff_out(hidden), self.dropout, self.training)
+        residual = normed if self.layout == "sasrec" else x
+        return residual + fast_dropout(self.ff_out(hidden), self.dropout, self.training)
 
 
 class TransformerSequenceEncoder(nn.Module):
@@ -74,16 +91,22 @@ class TransformerSequenceEncoder(nn.Module):
 
     def __init__(self, n_items: int, dim: int, n_blocks: int, n_heads: int, max_len: int,
                  dropout: float, causal: bool, ff_mult: int = 4, n_special: int = 0,
-                 activation: str = "gelu") -> None:
+                 activation: str = "gelu", layout: str = "pre_norm",
+                 init_std: float = 0.02, scale_embeddings: bool = False) -> None:
         super().__init__()
         self.n_items, self.max_len, self.causal, self.dropout = n_items, max_len, causal, dropout
+        self.embedding_scale = dim ** 0.5 if scale_embeddings else 1.0
         self.item_embedding = nn.Embedding(n_items + 1 + n_special, dim, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList([TransformerBlock(dim, n_heads, dim * ff_mult, dropout,
-                                                      activation) for _ in range(n_blocks)])
+        self.blocks = nn.ModuleList([
+            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, layout)
+            for _ in range(n_blocks)])
         self.final_norm = nn.LayerNorm(dim)
-        nn.init.normal_(self.item_embedding.weight, std=dim ** -0.5)
-        nn.init.normal_(self.position_embedding.weight, std=dim ** -0.5)
+        for module in self.modules():  # small normal init, as in BERT/GPT-2 and SASRec's ports
+            if isinstance(module, nn.Linear | nn.Embedding):
+                nn.init.normal_(module.weight, std=init_std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
         with torch.no_grad():
             self.item_embedding.weight[PAD].zero_()
 
@@ -102,12 +125,13 @@ class TransformerSequenceEncoder(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, L) tokens -> (B, L, D) hidden states."""
         pad = tokens == PAD  # (B, L)
-        x = self.item_embedding(tokens) + self.position_embedding(
+        x = self.item_embedding(tokens) * self.embedding_scale + self.position_embedding(
             positions_from_end(tokens, self.max_len))  # (B, L, D)
-        x = fast_dropout(x, self.dropout, self.training) * (~pad).unsqueeze(-1)
+        keep = (~pad).unsqueeze(-1)  # (B, L, 1)
+        x = fast_dropout(x, self.dropout, self.training) * keep
         bias = self.attention_bias(tokens)
         for block in self.blocks:
-            x = block(x, bias)  # (B, L, D)
+            x = block(x, bias) * keep  # (B, L, D); pads stay zero
         return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:

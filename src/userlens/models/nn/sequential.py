@@ -223,7 +223,10 @@ class SASRec(SequentialRecommender):
     def _build_module(self, n_items: int) -> nn.Module:
         c = self.config
         return TransformerSequenceEncoder(n_items, c.dim, c.n_blocks, c.n_heads, c.max_len,
-                                          c.dropout, causal=True, ff_mult=c.ff_mult)
+                                          c.dropout, causal=True, ff_mult=c.ff_mult,
+                                          activation=c.activation, layout=c.layout,
+                                          init_std=c.init_std,
+                                          scale_embeddings=c.scale_embeddings)
 
 
 class BERT4Rec(SequentialRecommender):
@@ -242,7 +245,9 @@ class BERT4Rec(SequentialRecommender):
         c = self.config
         return TransformerSequenceEncoder(n_items, c.dim, c.n_blocks, c.n_heads, c.max_len,
                                           c.dropout, causal=False, ff_mult=c.ff_mult,
-                                          n_special=1)
+                                          n_special=1, activation=c.activation,
+                                          layout=c.layout, init_std=c.init_std,
+                                          scale_embeddings=c.scale_embeddings)
 
     @property
     def mask_token(self) -> int:

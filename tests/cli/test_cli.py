@@ -138,3 +138,21 @@ def test_fetch_unknown_dataset_lists_known(monkeypatch, tmp_path):
     monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
     result = runner.invoke(app, ["datasets", "fetch", "ml-2m"])
     assert result.exit_code == 2 and "known datasets: ml-100k" in result.output
+
+
+@pytest.mark.slow
+def test_run_with_two_processes(tmp_path, log_file):
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path, log_file, models=[
+        'name = "sasrec"\nparams = { max_epochs = 3, max_len = 8, dim = 16, batch_size = 16, '
+        'threads = 1 }'])
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "userlens.cli.main", "run", str(config),
+                           "--nproc", "2", "--json", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["results"][0]["model"] == "sasrec"
+    assert (out / "sasrec" / "model" / "arrays.npz").exists()

@@ -103,8 +103,9 @@ def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: t
         negatives: (T, K) negatives of each position.
     """
     positive = (hidden * weights[targets]).sum(dim=1)  # (T,)
-    negative = negative_logits(hidden, weights, negatives)  # (T, K)
-    loss = F.softplus(-positive) + F.softplus(negative).sum(dim=1)
+    negative = F.softplus(negative_logits(hidden, weights, negatives))  # (T, K)
+    negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)  # accidental hits
+    loss = F.softplus(-positive) + negative.sum(dim=1)
     return loss.mean()
 
 
@@ -123,9 +124,11 @@ def gbce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     """
     beta = gbce_beta(negatives.shape[1], n_items, t)
     positive = (hidden * weights[targets]).sum(dim=1)  # (T,)
-    negative = negative_logits(hidden, weights, negatives)  # (T, K)
+    negative = F.softplus(negative_logits(hidden, weights, negatives))  # (T, K)
+    # negatives are drawn from the n_items - 1 other items (α's pool): drop accidental hits
+    negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)
     # -log σ(s)^β = β softplus(-s): exact, and stable for any s.
-    loss = beta * F.softplus(-positive) + F.softplus(negative).sum(dim=1)
+    loss = beta * F.softplus(-positive) + negative.sum(dim=1)
     return loss.mean()
 
 

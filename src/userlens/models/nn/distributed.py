@@ -40,6 +40,7 @@ def _worker(rank: int, world_size: int, port: int, function: Callable[..., Any],
         value = function(rank, world_size, *args)
         if rank == 0:
             results.put(value)
+        dist.barrier()  # no rank tears gloo down while another still talks to it
     finally:
         dist.destroy_process_group()
 

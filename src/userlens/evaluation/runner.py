@@ -171,9 +171,10 @@ def evaluate(
     per_user: dict[str, list[np.ndarray]] = {str(s): [] for s in specs if s.per_user}
     all_recommended: list[np.ndarray] = []
     started = time.perf_counter()
+    all_histories = history_events.histories(users)  # one chronological sort for all batches
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
-        histories = history_events.histories(batch)
+        histories = all_histories.slice(start, start + len(batch))
         scores = np.array(model.score(histories), dtype=np.float32, copy=True)  # (B, n_items)
         mask_seen(scores, histories)
         batch_targets = target_matrix[batch]

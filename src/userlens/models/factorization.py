@@ -97,11 +97,15 @@ class ALS(Recommender):
         """(B, factors) user vectors folded in from the histories."""
         self._check_fitted(histories)
         confidences = self.confidences(histories)
-        gram = self.item_factors_.astype(np.float64).T @ self.item_factors_.astype(np.float64)
+        factors = self.item_factors_.astype(np.float64)
+        gram = factors.T @ factors
         step = self.config.fold_in_batch
         return np.concatenate([
-            fold_in(confidences[i:i + step], self.item_factors_, self.config.regularization, gram)
+            fold_in(confidences[i:i + step], self.item_factors_, self._fold_in_lambda(), gram)
             for i in range(0, max(len(histories), 1), step)])[:len(histories)]
+
+    def _fold_in_lambda(self) -> float:
+        return self.config.regularization
 
     def item_embeddings(self) -> np.ndarray:
         return self.item_factors_
@@ -168,13 +172,5 @@ class BPR(ALS):
         matrix.data *= self.config.fold_in_alpha
         return matrix
 
-    def user_embeddings(self, histories: Histories) -> np.ndarray:
-        self._check_fitted(histories)
-        confidences = self.confidences(histories)
-        factors = self.item_factors_.astype(np.float64)
-        gram = factors.T @ factors
-        step = self.config.fold_in_batch
-        return np.concatenate([
-            fold_in(confidences[i:i + step], self.item_factors_,
-                    self.config.fold_in_regularization, gram)
-            for i in range(0, max(len(histories), 1), step)])[:len(histories)]
+    def _fold_in_lambda(self) -> float:
+        return self.config.fold_in_regularization

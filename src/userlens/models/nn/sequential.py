@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from abc import abstractmethod
 from collections.abc import Callable
 from typing import Self
 
@@ -56,8 +57,9 @@ class SequentialRecommender(Recommender):
 
     # ------------------------------------------------------------------ to implement
 
+    @abstractmethod
     def _build_module(self, n_items: int) -> nn.Module:
-        raise NotImplementedError
+        """The torch module for a catalogue of ``n_items`` items."""
 
     def _training_sequences(self, tokens: np.ndarray) -> np.ndarray:
         """The part of one user's token sequence used for training."""

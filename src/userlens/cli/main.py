@@ -223,6 +223,78 @@ def compare(
     out.print(table)
 
 
+@app.command()
+def serve(
+    artefact: Annotated[Path, typer.Argument(help="artefact dir to serve (runs/NAME/MODEL)")],
+    db: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL (default: SQLite file next to the artefact)")] = None,
+    host: Annotated[str, typer.Option()] = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="USERLENS_API_KEY", help="require this key on writes and admin routes")] = None,
+) -> None:
+    """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn)."""
+    import uvicorn
+
+    from userlens.serving.app import create_app
+    from userlens.serving.engine import ArtefactError, Engine
+    from userlens.serving.settings import ServeSettings
+    from userlens.serving.storage import Storage
+
+    settings = ServeSettings(artefact=artefact, db=db, host=host, port=port, workers=workers,
+                             api_key=api_key)
+    try:
+        storage = Storage(settings.database_url())  # migrations run once, here
+        engine = Engine.load(artefact, max_history=settings.max_history,
+                             ann_min_items=settings.ann_min_items,
+                             torch_threads=settings.torch_threads)
+    except (ArtefactError, OSError, ValueError) as error:
+        _fail(str(error))
+    err.print(f"serving {engine.version} ({engine.n_items:,} items) on http://{host}:{port} "
+              f"with {storage.dialect}; docs at /docs", highlight=False)
+    if workers == 1:
+        uvicorn.run(create_app(engine, storage, settings), host=host, port=port,
+                    log_level="warning")
+        return
+    storage.close()
+    for key, value in settings.model_dump(exclude_none=True).items():
+        os.environ[f"USERLENS_{key.upper()}"] = str(value)
+    uvicorn.run("userlens.serving.app:app_from_environment", factory=True, host=host,
+                port=port, workers=workers, log_level="warning")
+
+
+@app.command("import-events")
+def import_events(
+    config: Annotated[Path, typer.Argument(help="experiment TOML whose [data] to import")],
+    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the service database")] = None,
+    artefact: Annotated[Path | None, typer.Option(
+        help="or: the artefact whose default SQLite file to fill")] = None,
+) -> None:
+    """Load a dataset's events into a service database, so its users are served at once."""
+    from userlens.evaluation.experiment import load_config, load_data
+    from userlens.serving.bulk import import_dataset
+    from userlens.serving.settings import ServeSettings
+    from userlens.serving.storage import Storage
+
+    if (db is None) == (artefact is None):
+        _fail("give exactly one of --db or --artefact")
+    url = db or ServeSettings(artefact=artefact).database_url()
+    try:
+        experiment = load_config(config)
+        dataset = load_data(experiment.data, base_dir=config.parent, mirror=_mirror(),
+                            data_home=_data_home())
+        storage = Storage(url)
+    except _user_errors() as error:
+        _fail(str(error))
+    with Progress(TextColumn("import events"), BarColumn(), TextColumn("{task.completed:,}"),
+                  TimeElapsedColumn(), console=err) as bar:
+        task = bar.add_task("events", total=len(dataset.interactions))
+        written = import_dataset(storage, dataset,
+                                 progress=lambda done, total: bar.update(task, completed=done))
+    out.print(f"{written:,} events imported into {url}")
+
+
 @datasets_app.command("list")
 def datasets_list(json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Registered datasets with size, licence and homepage."""

@@ -1,0 +1,217 @@
+"""Request and response bodies of the HTTP API (pydantic; they are the OpenAPI spec)."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from userlens.serving.tables import ID_LENGTH
+
+MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+
+def check_text(value: str) -> str:
+    """Ids and types must be storable by every backend: no NUL, valid UTF-8."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError("must be valid UTF-8 text (lone surrogate)") from error
+    return value
+
+
+ExternalId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH),
+                       AfterValidator(check_text)]
+
+
+class EventIn(BaseModel):
+    """One interaction. Missing timestamp = time of arrival; event_id makes retries safe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: ExternalId
+    item_id: ExternalId
+    timestamp: datetime | float | None = Field(
+        default=None, description="Unix seconds or ISO 8601; default: time of arrival")
+    type: Annotated[str, Field(min_length=1, max_length=64),
+                    AfterValidator(check_text)] | None = None
+    value: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=128),
+                        AfterValidator(check_text)] | None = None
+
+    def timestamp_ms(self, default_ms: int) -> int:
+        if self.timestamp is None:
+            return default_ms
+        seconds = (self.timestamp.timestamp() if isinstance(self.timestamp, datetime)
+                   else float(self.timestamp))
+        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIMESTAMP_SECONDS:
+            raise ValueError("timestamp must be between 1970 and 9999 (unix seconds)")
+        return int(round(seconds * 1000))
+
+
+class EventBatchIn(BaseModel):
+    """Events are checked one by one: a bad event is rejected with a reason, the rest stored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1, json_schema_extra={"items": EventIn.model_json_schema()},
+        description="each item is an EventIn")
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="position in the request's events list")
+    field: str | None = Field(description="the offending field, when one is to blame")
+    reason: str
+
+
+class EventsOut(BaseModel):
+    accepted: int = Field(description="events stored by this request")
+    duplicates: list[int] = Field(
+        description="positions of events whose event_id was already stored (not stored again)")
+    rejected: list[RejectedEvent]
+
+
+Source = Literal["model", "ann", "trending", "popular", "new", "unknown"]
+
+
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float | None = Field(description="model score, or event count for fallbacks")
+    source: Source
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+
+
+class RecommendationsOut(BaseModel):
+    user_id: str | None
+    items: list[ScoredItem]
+    fallback: bool = Field(description="true when the model could not personalise "
+                                       "(unknown user, empty history) and all items are fallback")
+    history_length: int
+    unknown_items_skipped: int = Field(description="history items the model does not know")
+    model: ModelInfo
+
+
+class HistoryIn(BaseModel):
+    """An ad-hoc history (anonymous session), oldest first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    history: list[ExternalId] = Field(max_length=10_000)
+    k: int = Field(default=10, ge=1, le=1000)
+    exclude_seen: bool = True
+    filter: list[str] = Field(default_factory=list, max_length=20,
+                              description="field:value conditions, e.g. genre:Comedy")
+
+
+class RankIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ExternalId] = Field(min_length=1, max_length=10_000)
+
+
+class RankOut(BaseModel):
+    user_id: str
+    items: list[ScoredItem]
+    model: ModelInfo
+
+
+class SimilarOut(BaseModel):
+    item_id: str
+    items: list[ScoredItem]
+    model: ModelInfo
+
+
+class EventOut(BaseModel):
+    user_id: str
+    item_id: str
+    timestamp: float = Field(description="unix seconds")
+    type: str | None
+    value: float | None
+    event_id: str | None
+
+
+class HistoryOut(BaseModel):
+    user_id: str
+    events: list[EventOut]
+
+
+class ErasedOut(BaseModel):
+    user_id: str
+    removed: dict[str, int] = Field(description="rows removed per table")
+
+
+def check_fields(value: dict[str, Any]) -> dict[str, Any]:
+    """Metadata must be JSON every backend stores: text without NUL, finite numbers."""
+
+    def walk(node: Any, depth: int) -> None:
+        if depth > 8:
+            raise ValueError("is nested too deeply (more than 8 levels)")
+        if isinstance(node, str):
+            check_text(node)
+        elif isinstance(node, float) and not math.isfinite(node):
+            raise ValueError("must not contain NaN or infinite numbers")
+        elif isinstance(node, dict):
+            for key, child in node.items():
+                check_text(str(key))
+                walk(child, depth + 1)
+        elif isinstance(node, list):
+            for child in node:
+                walk(child, depth + 1)
+
+    walk(value, 0)
+    if len(json.dumps(value)) > 65_536:
+        raise ValueError("must be at most 64 KiB of JSON")
+    return value
+
+
+class ItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: ExternalId
+    fields: Annotated[dict[str, Any], AfterValidator(check_fields)] = Field(
+        default_factory=dict, description="metadata, e.g. {\"genres\": [\"Comedy\"]}")
+
+
+class ItemsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[ItemIn] = Field(min_length=1, max_length=10_000)
+
+
+class ItemsOut(BaseModel):
+    upserted: int
+    known_to_model: int = Field(description="how many of them the served model can score")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    model: ModelInfo
+    items: int
+    database: str
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(default=None, max_length=4096,
+                             description="artefact directory; default: the one being served")
+
+
+class ReloadOut(BaseModel):
+    reloaded: bool
+    model: ModelInfo
+    previous_version: str
+
+
+class ErrorOut(BaseModel):
+    detail: str

@@ -1,0 +1,216 @@
+"""Event, user and item storage on SQLAlchemy 2: SQLite (WAL) embedded, PostgreSQL in production.
+
+Writes are durable when the call returns: SQLite runs in WAL mode with ``synchronous=FULL``
+(every commit is fsynced), PostgreSQL with its default synchronous commit. A batch of events
+is one transaction, so a crash leaves either all of it or none of it visible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from userlens.serving.tables import events, items, metadata, users
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    user_id: str
+    item_id: str
+    ts_ms: int
+    type: str | None = None
+    value: float | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    inserted: int
+    duplicates: list[int]
+    """Positions (in the batch given) of events whose event_id was already stored."""
+
+
+class Storage:
+    """All database access of the service.
+
+    Args:
+        url: SQLAlchemy URL, e.g. ``sqlite:///events.db`` or
+            ``postgresql+psycopg://user@127.0.0.1:5432/db``.
+        migrate: bring the schema to the newest alembic revision on open.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True, pool_size: int = 8) -> None:
+        self.url = url
+        self.dialect = url.split(":", 1)[0].split("+", 1)[0]
+        if self.dialect == "sqlite":
+            self.engine = create_engine(url, connect_args={"check_same_thread": False,
+                                                           "timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif self.dialect == "postgresql":
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                                        pool_pre_ping=True)
+        else:
+            raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
+        self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        if migrate:
+            self.migrate()
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest revision (idempotent)."""
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ writes
+
+    def add_events(self, batch: list[StoredEvent]) -> WriteResult:
+        """Insert a batch in one transaction; events whose event_id exists are skipped."""
+        if not batch:
+            return WriteResult(0, [])
+        with self.engine.begin() as connection:
+            ids = sorted({e.event_id for e in batch if e.event_id is not None})
+            existing: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                existing.update(connection.execute(
+                    select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
+            rows, duplicates, seen = [], [], set()
+            for position, e in enumerate(batch):
+                if e.event_id is not None:
+                    if e.event_id in existing or e.event_id in seen:
+                        duplicates.append(position)
+                        continue
+                    seen.add(e.event_id)
+                rows.append({"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id,
+                             "ts_ms": e.ts_ms, "type": e.type, "value": e.value})
+            if rows:
+                # ON CONFLICT keeps a concurrent writer of the same event_id from failing us.
+                connection.execute(
+                    self._insert(events).on_conflict_do_nothing(index_elements=["event_id"]),
+                    rows)
+                seen_users: dict[str, tuple[int, int]] = {}
+                for row in rows:
+                    lo, hi = seen_users.get(row["user_id"], (row["ts_ms"], row["ts_ms"]))
+                    seen_users[row["user_id"]] = (min(lo, row["ts_ms"]), max(hi, row["ts_ms"]))
+                stmt = self._insert(users)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["user_id"],
+                    set_={"first_seen_ms": func.min(users.c.first_seen_ms,
+                                                    stmt.excluded.first_seen_ms)
+                          if self.dialect == "sqlite" else
+                          func.least(users.c.first_seen_ms, stmt.excluded.first_seen_ms),
+                          "last_seen_ms": func.max(users.c.last_seen_ms,
+                                                   stmt.excluded.last_seen_ms)
+                          if self.dialect == "sqlite" else
+                          func.greatest(users.c.last_seen_ms, stmt.excluded.last_seen_ms)})
+                connection.execute(stmt, [
+                    {"user_id": u, "first_seen_ms": lo, "last_seen_ms": hi}
+                    for u, (lo, hi) in sorted(seen_users.items())])
+        return WriteResult(len(rows), duplicates)
+
+    def upsert_items(self, records: list[tuple[str, dict[str, Any]]]) -> int:
+        """Insert or replace item metadata; returns the number of items written."""
+        if not records:
+            return 0
+        stamp = now_ms()
+        stmt = self._insert(items)
+        stmt = stmt.on_conflict_do_update(index_elements=["item_id"],
+                                          set_={"fields": stmt.excluded.fields,
+                                                "updated_ms": stmt.excluded.updated_ms})
+        with self.engine.begin() as connection:
+            connection.execute(stmt, [{"item_id": i, "fields": f, "updated_ms": stamp}
+                                      for i, f in records])
+        return len(records)
+
+    def erase_user(self, user_id: str) -> dict[str, int]:
+        """Delete every stored row of a user; returns the rows removed per table."""
+        with self.engine.begin() as connection:
+            n_events = connection.execute(delete(events).where(events.c.user_id == user_id))
+            n_users = connection.execute(delete(users).where(users.c.user_id == user_id))
+        return {"events": n_events.rowcount, "users": n_users.rowcount}
+
+    # ------------------------------------------------------------------ reads
+
+    def history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
+        """The user's events, oldest first; the newest ``limit`` when given."""
+        query = (select(events.c.user_id, events.c.item_id, events.c.ts_ms, events.c.type,
+                        events.c.value, events.c.event_id)
+                 .where(events.c.user_id == user_id)
+                 .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            rows = connection.execute(query).all()
+        return [StoredEvent(*row) for row in reversed(rows)]
+
+    def history_items(self, user_id: str, limit: int | None = None) -> list[str]:
+        """Item ids of the user's events, oldest first (the hot path: one index scan)."""
+        query = (select(events.c.item_id).where(events.c.user_id == user_id)
+                 .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            found = connection.execute(query).scalars().all()
+        return found[::-1]
+
+    def user_exists(self, user_id: str) -> bool:
+        with self.engine.connect() as connection:
+            return connection.execute(select(users.c.user_id).where(
+                users.c.user_id == user_id)).first() is not None
+
+    def item_fields(self, item_ids: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Stored metadata of the given items (all items when None)."""
+        query = select(items.c.item_id, items.c.fields)
+        if item_ids is not None:
+            query = query.where(items.c.item_id.in_(item_ids))
+        with self.engine.connect() as connection:
+            return {item_id: fields for item_id, fields in connection.execute(query)}
+
+    def trending(self, since_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Items with the most events since ``since_ms``: (item_id, count), most first."""
+        count = func.count().label("n")
+        query = (select(events.c.item_id, count).where(events.c.ts_ms >= since_ms)
+                 .group_by(events.c.item_id).order_by(count.desc(), events.c.item_id)
+                 .limit(limit))
+        with self.engine.connect() as connection:
+            return [(item_id, int(n)) for item_id, n in connection.execute(query)]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as connection:
+            return {table.name: int(connection.execute(
+                select(func.count()).select_from(table)).scalar_one())
+                for table in (events, users, items)}
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+
+__all__ = ["Storage", "StoredEvent", "WriteResult", "metadata"]

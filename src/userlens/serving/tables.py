@@ -1,0 +1,59 @@
+"""The service's relational schema (SQLAlchemy Core), shared by queries and migrations.
+
+Kept in one place so the alembic migration and the queries cannot drift apart (a test
+compares the migrated database with this metadata).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+
+ID_LENGTH = 256
+"""Longest external user or item id accepted (characters)."""
+
+metadata = MetaData()
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid); PostgreSQL gets a bigint.
+_row_id = BigInteger().with_variant(Integer(), "sqlite")
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", _row_id, primary_key=True, autoincrement=True),
+    Column("event_id", String(128), nullable=True, unique=True),
+    Column("user_id", String(ID_LENGTH), nullable=False),
+    Column("item_id", String(ID_LENGTH), nullable=False),
+    Column("ts_ms", BigInteger, nullable=False),
+    Column("type", String(64), nullable=True),
+    Column("value", Float, nullable=True),
+    # "history of a user", newest first, is the hot read: one index range scan.
+    Index("ix_events_user_ts", "user_id", "ts_ms", "id"),
+    # trending items over a recent window
+    Index("ix_events_ts", "ts_ms"),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(ID_LENGTH), primary_key=True),
+    Column("first_seen_ms", BigInteger, nullable=False),
+    Column("last_seen_ms", BigInteger, nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("item_id", String(ID_LENGTH), primary_key=True),
+    Column("fields", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)

@@ -1,0 +1,115 @@
+"""Artefacts, databases (SQLite and the real PostgreSQL) and clients for the service tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from userlens.data.interactions import IdIndex
+from userlens.models.classic import EASE, EASEConfig
+from userlens.serving.app import create_app
+from userlens.serving.engine import Engine
+from userlens.serving.settings import ServeSettings
+from userlens.serving.storage import Storage
+from tests.models.contract import two_groups_events
+
+PG_ADMIN_URL = os.environ.get("USERLENS_TEST_POSTGRES",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+GENRES = [["Comedy"], ["Comedy", "Drama"], ["Drama"], ["Comedy"], ["Horror"],
+          ["Drama"], ["Comedy"], ["Horror"], ["Drama", "Horror"], ["Comedy"]]
+
+
+def item_id(index: int) -> str:
+    return f"m{index}"
+
+
+def user_id(index: int) -> str:
+    return f"u{index}"
+
+
+def write_artefact(path: Path, model, n_items: int, label: str = "ease") -> Path:
+    """An artefact dir as ``userlens run`` writes it (model, id maps, catalogue, manifest)."""
+    model.save(path / "model")
+    IdIndex([item_id(i) for i in range(n_items)]).save(path / "items.json")
+    pl.DataFrame({"item_id": [item_id(i) for i in range(n_items)],
+                  "title": [f"Movie {i}" for i in range(n_items)],
+                  "categories": GENRES[:n_items]}).write_parquet(path / "catalog.parquet")
+    (path / "manifest.json").write_text(json.dumps({"label": label}))
+    return path
+
+
+@pytest.fixture(scope="session")
+def ease_artefact(tmp_path_factory) -> Path:
+    """EASE on the two-groups log: users of items 0-4 get 0-4, users of 5-9 get 5-9."""
+    model = EASE(EASEConfig(l2=1.0)).fit(two_groups_events())
+    return write_artefact(tmp_path_factory.mktemp("artefact") / "ease", model, 10)
+
+
+def postgres_or_skip() -> str:
+    from sqlalchemy import create_engine, text
+
+    try:
+        engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("select 1"))
+    except Exception as error:  # noqa: BLE001 (any connection failure means: no server)
+        if os.environ.get("USERLENS_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (USERLENS_REQUIRE_POSTGRES=1) but "
+                        f"{PG_ADMIN_URL} is unreachable: {error}")
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN_URL}")
+    return engine
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each backend (PostgreSQL: a new database, dropped after)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'events.db'}"
+        return
+    from sqlalchemy import text
+
+    admin = postgres_or_skip()
+    name = f"userlens_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def make_client(artefact: Path, url: str, **settings) -> tuple[TestClient, Storage]:
+    config = ServeSettings(artefact=artefact, db=url, **settings)
+    storage = Storage(url)
+    engine = Engine.load(artefact, max_history=config.max_history)
+    return TestClient(create_app(engine, storage, config)), storage
+
+
+@pytest.fixture
+def client(ease_artefact, db_url):
+    client, storage = make_client(ease_artefact, db_url)
+    with client:
+        yield client
+    storage.close()
+
+
+def post_history(client: TestClient, user: str, items: list[int], start: float = 1e9) -> None:
+    events = [{"user_id": user, "item_id": item_id(i), "timestamp": start + n}
+              for n, i in enumerate(items)]
+    response = client.post("/events", json={"events": events})
+    assert response.status_code == 200, response.text
+    assert response.json()["accepted"] == len(items)
+
+
+@pytest.fixture
+def rng_items():
+    return np.random.default_rng(0)

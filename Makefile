@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,torch]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,torch,serve]"
 	touch $@
 
 demo: $(BIN)/.installed

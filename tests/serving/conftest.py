@@ -12,13 +12,13 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.models.contract import two_groups_events
 from userlens.data.interactions import IdIndex
 from userlens.models.classic import EASE, EASEConfig
 from userlens.serving.app import create_app
 from userlens.serving.engine import Engine
 from userlens.serving.settings import ServeSettings
 from userlens.serving.storage import Storage
-from tests.models.contract import two_groups_events
 
 PG_ADMIN_URL = os.environ.get("USERLENS_TEST_POSTGRES",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -88,7 +88,8 @@ def db_url(request, tmp_path):
 
 
 def make_client(artefact: Path, url: str, **settings) -> tuple[TestClient, Storage]:
-    config = ServeSettings(artefact=artefact, db=url, **settings)
+    # no trending cache: tests look at the effect of an event at once
+    config = ServeSettings(artefact=artefact, db=url, **{"trending_cache_seconds": 0, **settings})
     storage = Storage(url)
     engine = Engine.load(artefact, max_history=config.max_history)
     return TestClient(create_app(engine, storage, config)), storage

@@ -4,8 +4,6 @@ Requests are plain ``def`` handlers (FastAPI runs them in its thread pool) becau
 is blocking database reads and numpy/torch scoring that releases the GIL.
 """
 
-from __future__ import annotations
-
 import json
 import logging
 import math
@@ -14,7 +12,8 @@ import threading
 import time
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
@@ -288,6 +287,16 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
                   responses={413: {"model": ErrorOut, "description": "body too large"}})
     app.state.service = service
 
+    @app.exception_handler(RequestValidationError)
+    def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
+        # The default handler echoes the input back, which fails for NaN (a 500); name the
+        # field and say what is wrong instead.
+        problems = [{"loc": [p if isinstance(p, int) else str(p) for p in e["loc"]],
+                     "msg": e["msg"], "type": e["type"]} for e in error.errors()]
+        message = "; ".join(".".join(str(p) for p in e["loc"]) + ": " + e["msg"]
+                            for e in problems)
+        return JSONResponse({"detail": problems, "message": message}, 422)
+
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
     bearer = HTTPBearer(auto_error=False)
 
@@ -303,7 +312,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
     writer = [Depends(require_key)]
     auth_responses = {401: {"model": ErrorOut, "description": "missing or wrong API key"}}
     k_query = Query(ge=1, le=settings.max_k, description="number of items")
-    filter_query = Query(default_factory=list, max_length=20,
+    filter_query = Query(max_length=20,
                          description="field:value, repeatable, e.g. genre:Comedy")
 
     @app.post("/events", response_model=EventsOut, dependencies=writer,
@@ -344,7 +353,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
              tags=["recommendations"])
     def user_recommendations(user_id: PathId, k: Annotated[int, k_query] = 10,
                              exclude_seen: bool = True,
-                             filter: Annotated[list[str], filter_query] = None,  # noqa: A002
+                             filter: Annotated[list[str] | None, filter_query] = None,  # noqa: A002
                              ) -> RecommendationsOut:
         """Recommendations from the user's stored history, including events just posted."""
         user_id = _path_id(user_id, "user_id")

@@ -194,9 +194,9 @@ def test_reload_swaps_atomically_and_survives_a_bad_artefact(client, ease_artefa
     shutil.copytree(other, broken)
     (broken / "model" / "arrays.npz").write_bytes(b"not a zip file")
     failed = client.post("/admin/reload", json={"path": str(broken)})
-    assert failed.status_code == 400 and "still serving pop-" in failed.json()["detail"]
+    assert failed.status_code == 409 and "still serving pop-" in failed.json()["detail"]
     missing = client.post("/admin/reload", json={"path": str(tmp_path / "nowhere")})
-    assert missing.status_code == 400 and "not a userlens artefact" in missing.text
+    assert missing.status_code == 404 and "not a userlens artefact" in missing.text
     assert client.get("/health").json()["model"]["name"] == "most_popular"
     assert client.get("/users/x/recommendations").status_code == 200
 

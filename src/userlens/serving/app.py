@@ -24,10 +24,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import ValidationError
+from pydantic import StringConstraints, ValidationError
 
 from userlens.serving.engine import ArtefactError, Engine, Filter, Scored
 from userlens.serving.schemas import (
+    NO_NUL,
     ErasedOut,
     ErrorOut,
     EventBatchIn,
@@ -56,7 +57,9 @@ from userlens.serving.tables import ID_LENGTH
 
 logger = logging.getLogger(__name__)
 
-PathId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH)]
+FILTER_PATTERN = r"^[^:]+:[\s\S]+$"
+FilterText = Annotated[str, StringConstraints(pattern=FILTER_PATTERN)]
+PathId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH, pattern=NO_NUL)]
 
 
 class Metrics:
@@ -125,13 +128,14 @@ class Service:
     # --------------------------------------------------------------- recommendations
 
     def recommend(self, history: list[str], k: int, exclude_seen: bool,
-                  expressions: list[str]) -> tuple[list[Scored], int, bool]:
+                  expressions: list[str], where_from: tuple[str, ...] = ("query", "filter"),
+                  ) -> tuple[list[Scored], int, bool]:
         """Model items first, then fallback items until k; (items, skipped, fallback only)."""
         engine = self.engine
         try:
             where = Filter.parse(expressions)
         except ValueError as error:
-            raise HTTPException(422, str(error)) from error
+            raise invalid(where_from, str(error)) from error
         fields, stamp = self.stored_fields() if where else ({}, 0)
         allowed = engine.allowed(where, fields, stamp) if where else None
         items, skipped, personalised = engine.recommend(history, k, exclude_seen=exclude_seen,
@@ -202,11 +206,23 @@ def _model(engine: Engine) -> ModelInfo:
     return ModelInfo(name=engine.model.name, version=engine.version)
 
 
+def invalid(location: tuple[str, ...], message: str) -> RequestValidationError:
+    """A 422 in the same shape as FastAPI's own validation errors (as the spec documents)."""
+    return RequestValidationError([{"loc": location, "msg": message, "type": "value_error"}])
+
+
 def _path_id(value: str, name: str) -> str:
     try:
         return check_text(value)
     except ValueError as error:
-        raise HTTPException(422, f"{name}: {error}") from error
+        raise invalid(("path", name), str(error)) from error
+
+
+def _is_dir(path: str) -> bool:
+    try:
+        return os.path.isdir(path)
+    except (OSError, ValueError):
+        return False
 
 
 class BodyLimit:
@@ -353,7 +369,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
              tags=["recommendations"])
     def user_recommendations(user_id: PathId, k: Annotated[int, k_query] = 10,
                              exclude_seen: bool = True,
-                             filter: Annotated[list[str] | None, filter_query] = None,  # noqa: A002
+                             filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
                              ) -> RecommendationsOut:
         """Recommendations from the user's stored history, including events just posted."""
         user_id = _path_id(user_id, "user_id")
@@ -371,7 +387,8 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
         engine = service.engine
         history = body.history[-settings.max_history:]
         items, skipped, fallback = service.recommend(history, min(body.k, settings.max_k),
-                                                     body.exclude_seen, body.filter)
+                                                     body.exclude_seen, body.filter,
+                                                     ("body", "filter"))
         return RecommendationsOut(user_id=None, items=_scored(items), fallback=fallback,
                                   history_length=len(history), unknown_items_skipped=skipped,
                                   model=_model(engine))
@@ -437,15 +454,21 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
                                  media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", response_model=ReloadOut, dependencies=writer,
-              responses={**auth_responses, 400: {"model": ErrorOut}}, tags=["admin"])
+              responses={**auth_responses,
+                         404: {"model": ErrorOut, "description": "no such directory"},
+                         409: {"model": ErrorOut, "description": "the artefact cannot be "
+                               "loaded; the old model keeps serving"}}, tags=["admin"])
     def reload(body: ReloadIn | None = None) -> ReloadOut | JSONResponse:
         """Swap in a new artefact atomically; if it fails to load the old one keeps serving."""
+        path = body.path if body else None
         try:
-            engine, previous = service.reload(body.path if body else None)
+            engine, previous = service.reload(path)
         except (ArtefactError, OSError, ValueError) as error:
             logger.warning("reload failed, still serving %s: %s", service.engine.version, error)
+            missing = path is not None and not _is_dir(path)
             return JSONResponse({"detail": f"reload failed, still serving "
-                                           f"{service.engine.version}: {error}"}, 400)
+                                           f"{service.engine.version}: {error}"},
+                                404 if missing else 409)
         return ReloadOut(reloaded=True, model=_model(engine), previous_version=previous)
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

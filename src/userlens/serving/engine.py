@@ -49,7 +49,7 @@ class Filter:
         conditions = []
         for expression in expressions or []:
             name, sep, value = expression.partition(":")
-            if not sep or not name.strip() or not value.strip():
+            if not sep:
                 raise ValueError(f"filter {expression!r} must look like field:value "
                                  "(for example genre:Comedy)")
             conditions.append((name.strip().lower(), value.strip().lower()))

@@ -14,10 +14,7 @@ from userlens.serving.tables import ID_LENGTH
 MAX_TIMESTAMP_SECONDS = 253_402_300_799  # 9999-12-31T23:59:59Z
 
 
-def check_text(value: str) -> str:
-    """Ids and types must be storable by every backend: no NUL, valid UTF-8."""
-    if "\x00" in value:
-        raise ValueError("must not contain the NUL character")
+def check_utf8(value: str) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -25,7 +22,17 @@ def check_text(value: str) -> str:
     return value
 
 
-ExternalId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH),
+def check_text(value: str) -> str:
+    """Ids and types must be storable by every backend: no NUL, valid UTF-8."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character")
+    return check_utf8(value)
+
+
+NO_NUL = r"^[^\x00]*$"
+"""PostgreSQL text cannot hold NUL; the spec says so, so clients know before they send."""
+
+ExternalId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH, pattern=NO_NUL),
                        AfterValidator(check_text)]
 
 
@@ -38,10 +45,10 @@ class EventIn(BaseModel):
     item_id: ExternalId
     timestamp: datetime | float | None = Field(
         default=None, description="Unix seconds or ISO 8601; default: time of arrival")
-    type: Annotated[str, Field(min_length=1, max_length=64),
+    type: Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL),
                     AfterValidator(check_text)] | None = None
     value: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    event_id: Annotated[str, Field(min_length=1, max_length=128),
+    event_id: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL),
                         AfterValidator(check_text)] | None = None
 
     def timestamp_ms(self, default_ms: int) -> int:
@@ -109,7 +116,8 @@ class HistoryIn(BaseModel):
     history: list[ExternalId] = Field(max_length=10_000)
     k: int = Field(default=10, ge=1, le=1000)
     exclude_seen: bool = True
-    filter: list[str] = Field(default_factory=list, max_length=20,
+    filter: list[Annotated[str, Field(pattern=r"^[^:]+:[\s\S]+$")]] = Field(
+        default_factory=list, max_length=20,
                               description="field:value conditions, e.g. genre:Comedy")
 
 
@@ -151,18 +159,19 @@ class ErasedOut(BaseModel):
 
 
 def check_fields(value: dict[str, Any]) -> dict[str, Any]:
-    """Metadata must be JSON every backend stores: text without NUL, finite numbers."""
+    """Metadata must be JSON every backend stores: valid UTF-8, finite numbers (NUL is
+    fine: it is stored escaped in JSON text)."""
 
     def walk(node: Any, depth: int) -> None:
         if depth > 8:
             raise ValueError("is nested too deeply (more than 8 levels)")
         if isinstance(node, str):
-            check_text(node)
+            check_utf8(node)
         elif isinstance(node, float) and not math.isfinite(node):
             raise ValueError("must not contain NaN or infinite numbers")
         elif isinstance(node, dict):
             for key, child in node.items():
-                check_text(str(key))
+                check_utf8(str(key))
                 walk(child, depth + 1)
         elif isinstance(node, list):
             for child in node:

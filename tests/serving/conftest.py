@@ -40,7 +40,7 @@ def write_artefact(path: Path, model, n_items: int, label: str = "ease") -> Path
     IdIndex([item_id(i) for i in range(n_items)]).save(path / "items.json")
     pl.DataFrame({"item_id": [item_id(i) for i in range(n_items)],
                   "title": [f"Movie {i}" for i in range(n_items)],
-                  "categories": GENRES[:n_items]}).write_parquet(path / "catalog.parquet")
+                  "categories": [GENRES[i % len(GENRES)] for i in range(n_items)]}).write_parquet(path / "catalog.parquet")
     (path / "manifest.json").write_text(json.dumps({"label": label}))
     return path
 

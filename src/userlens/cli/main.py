@@ -228,40 +228,48 @@ def serve(
     artefact: Annotated[Path, typer.Argument(help="artefact dir to serve (runs/NAME/MODEL)")],
     db: Annotated[str | None, typer.Option(
         help="SQLAlchemy URL (default: SQLite file next to the artefact)")] = None,
-    host: Annotated[str, typer.Option()] = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8000,
-    workers: Annotated[int, typer.Option(min=1)] = 1,
+    host: Annotated[str | None, typer.Option(help="[default: 127.0.0.1]")] = None,
+    port: Annotated[int | None, typer.Option(help="[default: 8000]")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="[default: 1]")] = None,
     api_key: Annotated[str | None, typer.Option(
-        envvar="USERLENS_API_KEY", help="require this key on writes and admin routes")] = None,
+        help="require this key on writes and admin routes")] = None,
 ) -> None:
-    """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn)."""
+    """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn).
+
+    Every setting can also come from a USERLENS_* environment variable (USERLENS_DB,
+    USERLENS_API_KEY, USERLENS_MAX_BODY_BYTES, ...); flags win.
+    """
     import uvicorn
+    from pydantic import ValidationError
 
     from userlens.serving.app import create_app
     from userlens.serving.engine import ArtefactError, Engine
     from userlens.serving.settings import ServeSettings
     from userlens.serving.storage import Storage
 
-    settings = ServeSettings(artefact=artefact, db=db, host=host, port=port, workers=workers,
-                             api_key=api_key)
+    flags = {"db": db, "host": host, "port": port, "workers": workers, "api_key": api_key}
     try:
+        settings = ServeSettings(artefact=artefact,
+                                 **{k: v for k, v in flags.items() if v is not None})
         storage = Storage(settings.database_url())  # migrations run once, here
         engine = Engine.load(artefact, max_history=settings.max_history,
                              ann_min_items=settings.ann_min_items,
                              torch_threads=settings.torch_threads)
-    except (ArtefactError, OSError, ValueError) as error:
+    except (ArtefactError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))
-    err.print(f"serving {engine.version} ({engine.n_items:,} items) on http://{host}:{port} "
-              f"with {storage.dialect}; docs at /docs", highlight=False)
-    if workers == 1:
-        uvicorn.run(create_app(engine, storage, settings), host=host, port=port,
-                    log_level="warning")
+    err.print(f"serving {engine.version} ({engine.n_items:,} items) on "
+              f"http://{settings.host}:{settings.port} with {storage.dialect}; docs at /docs",
+              highlight=False)
+    if settings.workers == 1:
+        uvicorn.run(create_app(engine, storage, settings), host=settings.host,
+                    port=settings.port, log_level="warning")
         return
     storage.close()
+    del engine  # each worker loads its own copy
     for key, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"USERLENS_{key.upper()}"] = str(value)
-    uvicorn.run("userlens.serving.app:app_from_environment", factory=True, host=host,
-                port=port, workers=workers, log_level="warning")
+    uvicorn.run("userlens.serving.app:app_from_environment", factory=True, host=settings.host,
+                port=settings.port, workers=settings.workers, log_level="warning")
 
 
 @app.command("import-events")

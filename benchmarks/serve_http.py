@@ -1,0 +1,227 @@
+"""HTTP serving benchmark on ML-1M: latency/throughput, ingestion, memory soak.
+
+Starts `userlens serve` as its own process and loads it with wrk (Debian package `wrk`)
+from a second process on loopback; both share this machine's cores.
+
+    python benchmarks/serve_http.py                       # EASE + SASRec, c = 1, 8, 32
+    python benchmarks/serve_http.py --soak-seconds 600    # plus the 10-minute RSS soak
+
+Writes benchmarks/results/serve_http.json (and serve_soak.png with --soak-seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+WRK_DIR = Path(__file__).resolve().parent / "wrk"
+DATA = ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m_user_sequences.tsv.gz"
+USERLENS = [sys.executable, "-m", "userlens.cli.main"]
+
+CONFIG = """
+name = "{name}"
+seed = 0
+[data]
+path = "{data}"
+format = "sequences"
+min_item_interactions = 5
+[split]
+method = "leave_one_out"
+[evaluation]
+metrics = ["hr@10", "ndcg@10"]
+[[models]]
+name = "{model}"
+params = {params}
+"""
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def train(work: Path, model: str, params: str) -> Path:
+    """Artefact of one model on ML-1M, trained with `userlens run` (reused when present)."""
+    name = f"bench-{model}"
+    artefact = work / name / model
+    if (artefact / "model" / "model.json").is_file():
+        return artefact
+    config = work / f"{name}.toml"
+    config.write_text(CONFIG.format(name=name, data=DATA, model=model, params=params))
+    log(f"training {model} on ML-1M")
+    subprocess.run([*USERLENS, "run", str(config), "--out", str(work / name), "--json"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return artefact
+
+
+def import_events(work: Path, db: str) -> None:
+    config = next(work.glob("bench-*.toml"))
+    log(f"importing ML-1M events into {db}")
+    subprocess.run([*USERLENS, "import-events", str(config), "--db", db], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Server:
+    def __init__(self, artefact: Path, db: str, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+        self.process = subprocess.Popen(
+            [*USERLENS, "serve", str(artefact), "--db", db, "--port", str(self.port),
+             "--workers", str(workers)], env=env, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(self.process.stderr.read().decode())
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        time.sleep(2 if workers > 1 else 0)  # let every worker come up
+
+    def rss_bytes(self) -> int:
+        parent = psutil.Process(self.process.pid)
+        return sum(p.memory_info().rss for p in [parent, *parent.children(recursive=True)])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def wrk(url: str, script: str, connections: int, seconds: int, env: dict | None = None) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+               "-s", str(WRK_DIR / script), url]
+    done = subprocess.run(command, capture_output=True, text=True, check=True,
+                          env={**os.environ, "WRK_DIR": str(WRK_DIR), **(env or {})})
+    line = [x for x in done.stdout.splitlines() if x.startswith("{")][-1]
+    return {"connections": connections, **json.loads(line)}
+
+
+def latency_table(server: Server, levels: list[int], seconds: int) -> list[dict]:
+    wrk(server.url, "recommendations.lua", 8, 5)  # warm-up
+    rows = []
+    for connections in levels:
+        row = wrk(server.url, "recommendations.lua", connections, seconds)
+        log(f"  c={connections:>2}: {row['requests_per_s']:.0f} req/s, p50 {row['p50_ms']:.2f}"
+            f" ms, p95 {row['p95_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, "
+            f"errors {row['socket_errors']}, non-2xx {row['non_2xx']}")
+        rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/userlens-serve-bench"))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--sasrec-artefact", type=Path, default=None,
+                        help="a trained ML-1M SASRec artefact; default: train one epoch "
+                             "(latency does not depend on how well it is trained)")
+    parser.add_argument("--soak-seconds", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is needed: apt-get install wrk")
+    args.work.mkdir(parents=True, exist_ok=True)
+    levels = [int(x) for x in args.levels.split(",")]
+
+    ease = train(args.work, "ease", "{ l2 = 500.0 }")
+    sasrec = args.sasrec_artefact or train(
+        args.work, "sasrec", "{ loss = \"ce\", dim = 64, n_blocks = 2, n_heads = 1, "
+                             "max_len = 200, max_epochs = 1 }")
+    db_path = args.work / "events.db"
+    db = f"sqlite:///{db_path}"
+    if not db_path.exists():
+        import_events(args.work, db)
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                "processor": platform.processor()},
+                    "workers": args.workers, "seconds_per_level": args.seconds,
+                    "database": "sqlite (WAL, synchronous=FULL), ML-1M events imported"}
+
+    for name, artefact in (("ease", ease), ("sasrec", sasrec)):
+        log(f"GET /users/{{id}}/recommendations k=10, {name}, {args.workers} workers")
+        server = Server(artefact, db, args.workers)
+        try:
+            result[f"recommendations_{name}"] = latency_table(server, levels, args.seconds)
+            result[f"rss_bytes_{name}"] = server.rss_bytes()
+        finally:
+            server.stop()
+
+    log("POST /events, batches of 100, durable commits into SQLite")
+    server = Server(ease, db, args.workers)
+    try:
+        result["ingest"] = []
+        for connections in (1, 8):
+            row = wrk(server.url, "events.lua", connections, args.seconds,
+                      {"RUN_ID": f"{int(time.time())}-{connections}"})
+            row["events_per_s"] = row["requests_per_s"] * 100
+            log(f"  c={connections}: {row['events_per_s']:.0f} events/s, p99 "
+                f"{row['p99_ms']:.1f} ms, non-2xx {row['non_2xx']}")
+            result["ingest"].append(row)
+        if args.soak_seconds:
+            result["soak"] = soak(server, args.soak_seconds, args.out)
+    finally:
+        server.stop()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_http.json").write_text(json.dumps(result, indent=2))
+    log(f"wrote {args.out / 'serve_http.json'}")
+
+
+def soak(server: Server, seconds: int, out: Path) -> dict:
+    """Steady GET load (8 connections) for `seconds`, RSS of all server processes sampled."""
+    log(f"soak: {seconds} s of GET load at c=8, RSS sampled every 5 s")
+    load = subprocess.Popen(
+        ["wrk", "-t1", "-c8", f"-d{seconds}s", "-s", str(WRK_DIR / "recommendations.lua"),
+         server.url], env={**os.environ, "WRK_DIR": str(WRK_DIR)}, stdout=subprocess.PIPE,
+        text=True)
+    started, samples = time.monotonic(), []
+    while load.poll() is None:
+        samples.append((round(time.monotonic() - started, 1), server.rss_bytes()))
+        time.sleep(5)
+    summary = json.loads([x for x in load.stdout.read().splitlines() if x.startswith("{")][-1])
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    axis.plot([t for t, _ in samples], [r / 2**20 for _, r in samples])
+    axis.set_xlabel("seconds under load (GET recommendations, 8 connections)")
+    axis.set_ylabel("server RSS, MiB (all workers)")
+    axis.set_ylim(bottom=0)
+    axis.set_title(f"userlens serve soak: {summary['requests']:,} requests")
+    figure.tight_layout()
+    figure.savefig(out / "serve_soak.png", dpi=120)
+    first, last = samples[0][1], samples[-1][1]
+    log(f"  RSS {first / 2**20:.0f} MiB -> {last / 2**20:.0f} MiB over {seconds} s, "
+        f"{summary['requests_per_s']:.0f} req/s")
+    return {"load": summary, "rss_samples": samples,
+            "rss_growth_bytes": last - first,
+            "rss_growth_after_first_minute_bytes":
+                last - next(r for t, r in samples if t >= 60) if seconds > 60 else None}
+
+
+if __name__ == "__main__":
+    main()

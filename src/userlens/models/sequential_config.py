@@ -57,6 +57,12 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
     init_std: float = Field(default=0.02, gt=0)
     scale_embeddings: bool = True
     """Multiply input item embeddings by sqrt(dim), as SASRec does."""
+    positions: Literal["from_end", "from_start"] = "from_end"
+    """Count learned positions from the latest event (left-padded SASRec) or from the first
+    of the last max_len events (the right-padded port Klenitskiy & Vasilev trained)."""
+    attention_init: Literal["normal", "xavier"] = "normal"
+    """q/k/v weights: normal(init_std) like the rest, or Xavier-uniform as torch's
+    MultiheadAttention (used by the SASRec PyTorch ports) initialises them."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SASRecConfig:

@@ -59,6 +59,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"loss": "bce", "n_negatives": 1}),
     ("sasrec", {"loss": "sampled_softmax", "n_negatives": 4, "negative_sampler": "popularity"}),
     ("sasrec", {"loss": "gbce", "n_negatives": 4}),
+    ("sasrec", {"positions": "from_start", "attention_init": "xavier"}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
 ])
@@ -82,6 +83,19 @@ def test_causal_mask_holds():
     # positions count from the end, so compare with the same length; earlier outputs agree
     torch.testing.assert_close(out[0, :3], out_changed[0, :3])
     assert not torch.allclose(out[0, 3], out_changed[0, 3])
+
+
+def test_positions_from_start_make_appending_leave_the_past_alone():
+    torch.manual_seed(0)
+    encoder = TransformerSequenceEncoder(20, 16, 2, 1, 10, 0.0, causal=True, layout="sasrec",
+                                         positions="from_start", attention_init="xavier").eval()
+    tokens = torch.tensor([[3, 5, 7, 0, 0]])
+    appended = torch.tensor([[3, 5, 7, 9, 11]])
+    # counted from the start, positions do not move when events are appended
+    torch.testing.assert_close(encoder(tokens)[0, :3], encoder(appended)[0, :3])
+    qkv = encoder.blocks[0].qkv.weight
+    bound = (6 / (qkv.shape[0] + qkv.shape[1])) ** 0.5
+    assert qkv.abs().max() <= bound and qkv.std() > 0.5 * bound / 3 ** 0.5
 
 
 def test_bidirectional_encoder_sees_the_future():

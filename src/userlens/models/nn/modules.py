@@ -1,9 +1,10 @@
 """Torch modules for sequential user models: math only, no training, ids or devices.
 
 Sequences are right-padded with 0; item ``i`` of the catalogue is token ``i + 1``. Learned
-positions count from the end of each sequence (the latest event is position 0), which is
-what left padding gives the original SASRec, and stays consistent when batches of similar
-length are padded to different widths.
+positions count from the end of each sequence (the latest event is position 0; what left
+padding gives the original SASRec) or from its start (what right padding gives the PyTorch
+port Klenitskiy & Vasilev trained); both stay consistent when batches of similar length are
+padded to different widths.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ def positions_from_end(tokens: torch.Tensor, max_len: int) -> torch.Tensor:
     lengths = (tokens != PAD).sum(dim=1, keepdim=True)  # (B, 1)
     index = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0)  # (1, L)
     return (lengths - 1 - index).clamp(min=0, max=max_len - 1)  # (B, L)
+
+
+def positions_from_start(tokens: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B, L) position of each token counted from its sequence's first token."""
+    index = torch.arange(tokens.shape[1], device=tokens.device).clamp(max=max_len - 1)
+    return index.unsqueeze(0).expand(tokens.shape[0], -1)  # (B, L)
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -92,9 +99,11 @@ class TransformerSequenceEncoder(nn.Module):
     def __init__(self, n_items: int, dim: int, n_blocks: int, n_heads: int, max_len: int,
                  dropout: float, causal: bool, ff_mult: int = 4, n_special: int = 0,
                  activation: str = "gelu", layout: str = "pre_norm",
-                 init_std: float = 0.02, scale_embeddings: bool = False) -> None:
+                 init_std: float = 0.02, scale_embeddings: bool = False,
+                 positions: str = "from_end", attention_init: str = "normal") -> None:
         super().__init__()
         self.n_items, self.max_len, self.causal, self.dropout = n_items, max_len, causal, dropout
+        self.positions = positions_from_start if positions == "from_start" else positions_from_end
         self.embedding_scale = dim ** 0.5 if scale_embeddings else 1.0
         self.item_embedding = nn.Embedding(n_items + 1 + n_special, dim, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, dim)
@@ -107,6 +116,9 @@ class TransformerSequenceEncoder(nn.Module):
                 nn.init.normal_(module.weight, std=init_std)
             if isinstance(module, nn.Linear) and module.bias is not None:
                 nn.init.zeros_(module.bias)
+        if attention_init == "xavier":  # torch MultiheadAttention's in_proj_weight default
+            for block in self.blocks:
+                nn.init.xavier_uniform_(block.qkv.weight)  # the (3D, D) matrix, as torch does
         with torch.no_grad():
             self.item_embedding.weight[PAD].zero_()
 
@@ -126,7 +138,7 @@ class TransformerSequenceEncoder(nn.Module):
         """(B, L) tokens -> (B, L, D) hidden states."""
         pad = tokens == PAD  # (B, L)
         x = self.item_embedding(tokens) * self.embedding_scale + self.position_embedding(
-            positions_from_end(tokens, self.max_len))  # (B, L, D)
+            self.positions(tokens, self.max_len))  # (B, L, D)
         keep = (~pad).unsqueeze(-1)  # (B, L, 1)
         x = fast_dropout(x, self.dropout, self.training) * keep
         bias = self.attention_bias(tokens)

@@ -228,7 +228,9 @@ class SASRec(SequentialRecommender):
                                           c.dropout, causal=True, ff_mult=c.ff_mult,
                                           activation=c.activation, layout=c.layout,
                                           init_std=c.init_std,
-                                          scale_embeddings=c.scale_embeddings)
+                                          scale_embeddings=c.scale_embeddings,
+                                          positions=c.positions,
+                                          attention_init=c.attention_init)
 
 
 class BERT4Rec(SequentialRecommender):
@@ -249,7 +251,9 @@ class BERT4Rec(SequentialRecommender):
                                           c.dropout, causal=False, ff_mult=c.ff_mult,
                                           n_special=1, activation=c.activation,
                                           layout=c.layout, init_std=c.init_std,
-                                          scale_embeddings=c.scale_embeddings)
+                                          scale_embeddings=c.scale_embeddings,
+                                          positions=c.positions,
+                                          attention_init=c.attention_init)
 
     @property
     def mask_token(self) -> int:

@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export USERLENS_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo serve test lint bench clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ demo: $(BIN)/.installed
 	@echo "  $(BIN)/userlens compare runs/ml-1m-baselines/als runs/ml-1m-baselines/ease"
 	@echo "Describe a dataset:    $(BIN)/userlens describe ml-1m"
 	@echo "Your own CSV: copy configs/ml-100k-baselines.toml, set [data] path/format/columns."
+
+# Serve the demo's EASE model with every ML-1M event loaded (run `make demo` first or not).
+serve: $(BIN)/.installed
+	test -f runs/ml-1m-baselines/ease/model/model.json || $(BIN)/userlens run configs/ml-1m-baselines.toml
+	test -f runs/ml-1m-baselines/ease.events.db || \
+		$(BIN)/userlens import-events configs/ml-1m-baselines.toml --artefact runs/ml-1m-baselines/ease
+	$(BIN)/userlens serve runs/ml-1m-baselines/ease
 
 test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not gpu"

@@ -254,6 +254,7 @@ def serve(
         storage = Storage(settings.database_url())  # migrations run once, here
         engine = Engine.load(artefact, max_history=settings.max_history,
                              ann_min_items=settings.ann_min_items,
+                             ann_kind=settings.ann_kind, ann_depth=settings.ann_depth,
                              torch_threads=settings.torch_threads)
     except (ArtefactError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))

@@ -192,6 +192,8 @@ class Service:
             previous = self.engine
             engine = Engine.load(path or previous.path, max_history=self.settings.max_history,
                                  ann_min_items=self.settings.ann_min_items,
+                                 ann_kind=self.settings.ann_kind,
+                                 ann_depth=self.settings.ann_depth,
                                  torch_threads=self.settings.torch_threads)
             self.engine = engine
             self.metrics.set_model(engine)
@@ -482,6 +484,7 @@ def app_from_environment() -> FastAPI:
     storage = Storage(settings.database_url(), migrate=False)
     engine = Engine.load(settings.artefact, max_history=settings.max_history,
                          ann_min_items=settings.ann_min_items,
+                         ann_kind=settings.ann_kind, ann_depth=settings.ann_depth,
                          torch_threads=settings.torch_threads)
     logger.info("worker %d serving %s", os.getpid(), engine.version)
     return create_app(engine, storage, settings)

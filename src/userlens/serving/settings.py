@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,10 @@ class ServeSettings(BaseSettings):
     trending_cache_seconds: float = Field(default=10.0, ge=0)
     ann_min_items: int = Field(default=100_000, gt=0)
     """Catalogues at least this large are served through an HNSW index (embedding models)."""
+    ann_kind: Literal["ivf", "hnsw"] = "ivf"
+    ann_depth: int | None = Field(default=None, gt=0)
+    """IVF lists probed / HNSW efSearch; default: what reached the recall target on the
+    1M-item benchmark (see benchmarks/results/ann_1m.json)."""
     torch_threads: int = Field(default=1, gt=0)
 
     def database_url(self) -> str:

@@ -38,9 +38,10 @@ def write_artefact(path: Path, model, n_items: int, label: str = "ease") -> Path
     """An artefact dir as ``userlens run`` writes it (model, id maps, catalogue, manifest)."""
     model.save(path / "model")
     IdIndex([item_id(i) for i in range(n_items)]).save(path / "items.json")
-    pl.DataFrame({"item_id": [item_id(i) for i in range(n_items)],
-                  "title": [f"Movie {i}" for i in range(n_items)],
-                  "categories": [GENRES[i % len(GENRES)] for i in range(n_items)]}).write_parquet(path / "catalog.parquet")
+    catalog = pl.DataFrame({"item_id": [item_id(i) for i in range(n_items)],
+                            "title": [f"Movie {i}" for i in range(n_items)],
+                            "categories": [GENRES[i % len(GENRES)] for i in range(n_items)]})
+    catalog.write_parquet(path / "catalog.parquet")
     (path / "manifest.json").write_text(json.dumps({"label": label}))
     return path
 

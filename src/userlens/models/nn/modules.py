@@ -46,7 +46,8 @@ class TransformerBlock(nn.Module):
 
     ``"pre_norm"``: x + Attn(LN(x)), then x + FF(LN(x)) (the GPT-2 layout).
     ``"sasrec"``: the layout of SASRec's reference code: q = LN(x); x = q + Attn(q, x, x) with
-    keys and values un-normalised; y = LN(x); x = y + FF(y).
+    keys and values un-normalised and no dropout on the attention output (only on its
+    weights); y = LN(x); x = y + FF(y).
     """
 
     def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float,
@@ -80,7 +81,10 @@ class TransformerBlock(nn.Module):
         scores = (q @ k.transpose(-2, -1)) * head_dim ** -0.5 + attention_bias  # (B, H, L, L)
         weights = fast_dropout(torch.softmax(scores, dim=-1), self.dropout, self.training)
         attended = (weights @ v).transpose(1, 2).reshape(batch, length, dim)  # (B, L, D)
-        x = residual + fast_dropout(self.attention_out(attended), self.dropout, self.training)
+        attended = self.attention_out(attended)
+        if self.layout != "sasrec":  # SASRec's reference code adds attention output undropped
+            attended = fast_dropout(attended, self.dropout, self.training)
+        x = residual + attended
         normed = self.ff_norm(x)
         hidden = fast_dropout(self.activation(self.ff_in(normed)), self.dropout,
                               self.training)  # (B, L, ff)

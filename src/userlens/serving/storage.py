@@ -8,7 +8,9 @@ is one transaction, so a crash leaves either all of it or none of it visible.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,9 @@ class Storage:
         else:
             raise ValueError(f"unsupported database {url!r}: use sqlite:/// or postgresql+psycopg://")
         self._insert = sqlite.insert if self.dialect == "sqlite" else postgresql.insert
+        # SQLite has one writer at a time and its busy handler polls with growing sleeps;
+        # queueing this process's writers on a lock instead keeps write latency fair.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else nullcontext()
         if migrate:
             self.migrate()
 
@@ -88,7 +93,7 @@ class Storage:
         """Insert a batch in one transaction; events whose event_id exists are skipped."""
         if not batch:
             return WriteResult(0, [])
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             ids = sorted({e.event_id for e in batch if e.event_id is not None})
             existing: set[str] = set()
             for start in range(0, len(ids), 500):
@@ -138,14 +143,14 @@ class Storage:
         stmt = stmt.on_conflict_do_update(index_elements=["item_id"],
                                           set_={"fields": stmt.excluded.fields,
                                                 "updated_ms": stmt.excluded.updated_ms})
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             connection.execute(stmt, [{"item_id": i, "fields": f, "updated_ms": stamp}
                                       for i, f in records])
         return len(records)
 
     def erase_user(self, user_id: str) -> dict[str, int]:
         """Delete every stored row of a user; returns the rows removed per table."""
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             n_events = connection.execute(delete(events).where(events.c.user_id == user_id))
             n_users = connection.execute(delete(users).where(users.c.user_id == user_id))
         return {"events": n_events.rowcount, "users": n_users.rowcount}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -219,3 +220,21 @@ def test_health_and_openapi(client):
                  "/users/{user_id}/rank", "/items/{item_id}/similar", "/users/{user_id}/history",
                  "/users/{user_id}", "/items", "/health", "/metrics", "/admin/reload"):
         assert path in spec["paths"], path
+
+
+def test_a_reload_reaches_the_other_workers(ease_artefact, db_url, tmp_path):
+    from tests.models.contract import two_groups_events
+    from userlens.models.classic import MostPopular
+
+    other = write_artefact(tmp_path / "pop", MostPopular().fit(two_groups_events()), 10,
+                           label="pop")
+    first, storage_a = make_client(ease_artefact, db_url, reload_poll_seconds=0.05)
+    second, storage_b = make_client(ease_artefact, db_url, reload_poll_seconds=0.05)
+    with first, second:
+        assert first.post("/admin/reload", json={"path": str(other)}).status_code == 200
+        deadline = time.monotonic() + 10
+        while second.get("/health").json()["model"]["name"] != "most_popular":
+            assert time.monotonic() < deadline, "the second worker never followed the reload"
+            time.sleep(0.05)
+    storage_a.close()
+    storage_b.close()

@@ -21,10 +21,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(artefact, url: str, port: int) -> subprocess.Popen:
+def start_server(artefact, url: str, port: int, workers: int = 1) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "userlens.cli.main", "serve", str(artefact), "--db", url,
-         "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+         "--port", str(port), "--workers", str(workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env={**os.environ, "USERLENS_RELOAD_POLL_SECONDS": "0.2"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -84,3 +86,33 @@ def test_kill_9_loses_no_acknowledged_event(ease_artefact, db_url):
         restarted.wait(timeout=30)
     assert all(stored[batch] == 100 for batch in acknowledged), "acknowledged events lost"
     assert set(stored.values()) <= {0, 100}, f"half-written batches: {stored}"
+
+
+def test_two_worker_processes_serve_and_reload_together(ease_artefact, tmp_path):
+    from tests.models.contract import two_groups_events
+    from tests.serving.conftest import write_artefact
+    from userlens.models.classic import MostPopular
+
+    other = write_artefact(tmp_path / "pop", MostPopular().fit(two_groups_events()), 10,
+                           label="pop")
+    port = free_port()
+    server = start_server(ease_artefact, f"sqlite:///{tmp_path / 'e.db'}", port, workers=2)
+    try:
+        pids = set()
+        names = set()
+        reloaded = httpx.post(f"http://127.0.0.1:{port}/admin/reload",
+                              json={"path": str(other)}, timeout=30)
+        assert reloaded.status_code == 200
+        time.sleep(1.5)
+        for _ in range(200):  # fresh connections land on either worker
+            if len(pids) == 2 and len(names) >= 1:
+                break
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+                health = client.get("/health").json()
+                names.add(health["model"]["name"])
+                pids.add(health["worker_pid"])
+        assert len(pids) == 2, "only one worker ever answered"
+        assert names == {"most_popular"}  # both follow the reload made through one of them
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -258,6 +258,9 @@ def serve(
                              torch_threads=settings.torch_threads)
     except (ArtefactError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))
+    from userlens.serving.app import served_state
+
+    storage.set_state("artefact", served_state(engine))  # what every worker should serve
     err.print(f"serving {engine.version} ({engine.n_items:,} items) on "
               f"http://{settings.host}:{settings.port} with {storage.dialect}; docs at /docs",
               highlight=False)

@@ -8,12 +8,15 @@ loop's queue. Measured on 2 cores, this keeps the tail latency low where a threa
 wait on fsync, stay in the thread pool. Scale reads with ``--workers``.
 """
 
+import asyncio
 import json
 import logging
 import math
 import os
 import threading
 import time
+from contextlib import asynccontextmanager
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Security
@@ -190,8 +193,12 @@ class Service:
                 out.append(Scored(item_id, None, "new"))
         return out
 
-    def reload(self, path: str | None) -> tuple[Engine, str]:
-        """Load a new artefact and swap it in; on any failure the old engine keeps serving."""
+    def reload(self, path: str | None, *, announce: bool = True) -> tuple[Engine, str]:
+        """Load a new artefact and swap it in; on any failure the old engine keeps serving.
+
+        ``announce`` records the new artefact in the database, where the other worker
+        processes find it (:meth:`follow`) and load it too.
+        """
         with self._reload_lock:
             previous = self.engine
             engine = Engine.load(path or previous.path, max_history=self.settings.max_history,
@@ -201,7 +208,23 @@ class Service:
                                  torch_threads=self.settings.torch_threads)
             self.engine = engine
             self.metrics.set_model(engine)
+            if announce:
+                self.storage.set_state("artefact", served_state(engine))
             return engine, previous.version
+
+    def follow(self) -> None:
+        """Load the artefact another worker announced, if it differs from ours."""
+        state = self.storage.get_state("artefact")
+        if state and state.get("version") != self.engine.version:
+            logger.info("worker %d follows the reload to %s", os.getpid(), state["version"])
+            try:
+                self.reload(state["path"], announce=False)
+            except (ArtefactError, OSError, ValueError) as error:
+                logger.warning("could not follow the reload to %s: %s", state["path"], error)
+
+
+def served_state(engine: Engine) -> dict[str, str]:
+    return {"path": str(FilePath(engine.path).resolve()), "version": engine.version}
 
 
 def _scored(items: list[Scored]) -> list[ScoredItem]:
@@ -303,7 +326,22 @@ class Measure:
 def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> FastAPI:
     """The userlens API over a loaded engine and an opened storage."""
     service = Service(engine, storage, settings)
-    app = FastAPI(title="userlens", version="0.1.0",
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        async def follow_reloads() -> None:
+            while True:
+                await asyncio.sleep(settings.reload_poll_seconds)
+                try:
+                    await asyncio.to_thread(service.follow)
+                except Exception:  # noqa: BLE001 (a database hiccup must not stop polling)
+                    logger.exception("checking for reloads failed")
+
+        task = asyncio.create_task(follow_reloads())
+        yield
+        task.cancel()
+
+    app = FastAPI(title="userlens", version="0.1.0", lifespan=lifespan,
                   description="Events in, recommendations out; every event updates the user "
                               "at once.",
                   responses={413: {"model": ErrorOut, "description": "body too large"}})
@@ -451,7 +489,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
         engine = service.engine
         storage.counts()  # raises (500 -> unhealthy) when the database is unreachable
         return HealthOut(status="ok", model=_model(engine), items=engine.n_items,
-                         database=storage.dialect)
+                         database=storage.dialect, worker_pid=os.getpid())
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["admin"])
     async def metrics() -> PlainTextResponse:

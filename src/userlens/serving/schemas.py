@@ -207,6 +207,7 @@ class HealthOut(BaseModel):
     model: ModelInfo
     items: int
     database: str
+    worker_pid: int = Field(description="the worker process that answered")
 
 
 class ReloadIn(BaseModel):

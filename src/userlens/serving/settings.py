@@ -37,6 +37,8 @@ class ServeSettings(BaseSettings):
     """IVF lists probed / HNSW efSearch; default: what reached the recall target on the
     1M-item benchmark (see benchmarks/results/ann_1m.json)."""
     torch_threads: int = Field(default=1, gt=0)
+    reload_poll_seconds: float = Field(default=2.0, gt=0)
+    """How often each worker checks whether another one reloaded the artefact."""
 
     def database_url(self) -> str:
         if self.db:

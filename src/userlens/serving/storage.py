@@ -20,7 +20,7 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from userlens.serving.tables import events, items, metadata, users
+from userlens.serving.tables import events, items, metadata, service_state, users
 
 logger = logging.getLogger(__name__)
 
@@ -200,6 +200,19 @@ class Storage:
                  .limit(limit))
         with self.engine.connect() as connection:
             return [(item_id, int(n)) for item_id, n in connection.execute(query)]
+
+    def set_state(self, key: str, value: dict[str, Any]) -> None:
+        stmt = self._insert(service_state)
+        stmt = stmt.on_conflict_do_update(index_elements=["key"],
+                                          set_={"value": stmt.excluded.value,
+                                                "updated_ms": stmt.excluded.updated_ms})
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(stmt, {"key": key, "value": value, "updated_ms": now_ms()})
+
+    def get_state(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            return connection.execute(select(service_state.c.value).where(
+                service_state.c.key == key)).scalar_one_or_none()
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as connection:

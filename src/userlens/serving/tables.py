@@ -57,3 +57,12 @@ items = Table(
     Column("fields", JSON, nullable=False),
     Column("updated_ms", BigInteger, nullable=False),
 )
+
+service_state = Table(
+    "service_state",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+"""Shared by every worker process: which artefact is served (so a reload reaches them all)."""

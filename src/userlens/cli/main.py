@@ -242,8 +242,8 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from userlens.serving.app import create_app
-    from userlens.serving.engine import ArtefactError, Engine
+    from userlens.serving.app import create_app, load_engine, served_state
+    from userlens.serving.engine import ArtefactError
     from userlens.serving.settings import ServeSettings
     from userlens.serving.storage import Storage
 
@@ -252,14 +252,9 @@ def serve(
         settings = ServeSettings(artefact=artefact,
                                  **{k: v for k, v in flags.items() if v is not None})
         storage = Storage(settings.database_url())  # migrations run once, here
-        engine = Engine.load(artefact, max_history=settings.max_history,
-                             ann_min_items=settings.ann_min_items,
-                             ann_kind=settings.ann_kind, ann_depth=settings.ann_depth,
-                             torch_threads=settings.torch_threads)
+        engine = load_engine(artefact, settings)
     except (ArtefactError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))
-    from userlens.serving.app import served_state
-
     storage.set_state("artefact", served_state(engine))  # what every worker should serve
     err.print(f"serving {engine.version} ({engine.n_items:,} items) on "
               f"http://{settings.host}:{settings.port} with {storage.dialect}; docs at /docs",

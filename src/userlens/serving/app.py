@@ -201,11 +201,7 @@ class Service:
         """
         with self._reload_lock:
             previous = self.engine
-            engine = Engine.load(path or previous.path, max_history=self.settings.max_history,
-                                 ann_min_items=self.settings.ann_min_items,
-                                 ann_kind=self.settings.ann_kind,
-                                 ann_depth=self.settings.ann_depth,
-                                 torch_threads=self.settings.torch_threads)
+            engine = load_engine(path or previous.path, self.settings)
             self.engine = engine
             self.metrics.set_model(engine)
             if announce:
@@ -221,6 +217,13 @@ class Service:
                 self.reload(state["path"], announce=False)
             except (ArtefactError, OSError, ValueError) as error:
                 logger.warning("could not follow the reload to %s: %s", state["path"], error)
+
+
+def load_engine(path: str | FilePath, settings: ServeSettings) -> Engine:
+    """Load an artefact with the service's history, ANN and thread settings."""
+    return Engine.load(path, max_history=settings.max_history,
+                       ann_min_items=settings.ann_min_items, ann_kind=settings.ann_kind,
+                       ann_depth=settings.ann_depth, torch_threads=settings.torch_threads)
 
 
 def served_state(engine: Engine) -> dict[str, str]:
@@ -524,9 +527,6 @@ def app_from_environment() -> FastAPI:
     """uvicorn factory for ``--workers N``: each worker reads USERLENS_* and builds its app."""
     settings = ServeSettings()
     storage = Storage(settings.database_url(), migrate=False)
-    engine = Engine.load(settings.artefact, max_history=settings.max_history,
-                         ann_min_items=settings.ann_min_items,
-                         ann_kind=settings.ann_kind, ann_depth=settings.ann_depth,
-                         torch_threads=settings.torch_threads)
+    engine = load_engine(settings.artefact, settings)
     logger.info("worker %d serving %s", os.getpid(), engine.version)
     return create_app(engine, storage, settings)

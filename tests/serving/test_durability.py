@@ -97,22 +97,27 @@ def test_two_worker_processes_serve_and_reload_together(ease_artefact, tmp_path)
                            label="pop")
     port = free_port()
     server = start_server(ease_artefact, f"sqlite:///{tmp_path / 'e.db'}", port, workers=2)
+    base = f"http://127.0.0.1:{port}"
+
+    def health_count() -> float:
+        text = httpx.get(f"{base}/metrics", timeout=10).text
+        line = next(x for x in text.splitlines()
+                    if x.startswith('userlens_requests_total{method="GET",route="/health"'))
+        return float(line.rsplit(" ", 1)[1])
+
     try:
-        pids = set()
-        names = set()
-        reloaded = httpx.post(f"http://127.0.0.1:{port}/admin/reload",
-                              json={"path": str(other)}, timeout=30)
+        reloaded = httpx.post(f"{base}/admin/reload", json={"path": str(other)}, timeout=30)
         assert reloaded.status_code == 200
         time.sleep(1.5)
-        for _ in range(200):  # fresh connections land on either worker
-            if len(pids) == 2 and len(names) >= 1:
-                break
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
-                health = client.get("/health").json()
-                names.add(health["model"]["name"])
-                pids.add(health["worker_pid"])
+        before = health_count()
+        pids, names = set(), set()
+        for _ in range(30):  # fresh connections land on either worker
+            health = httpx.get(f"{base}/health", timeout=10).json()
+            names.add(health["model"]["name"])
+            pids.add(health["worker_pid"])
         assert len(pids) == 2, "only one worker ever answered"
         assert names == {"most_popular"}  # both follow the reload made through one of them
+        assert health_count() - before == 30  # /metrics adds up both workers
     finally:
         server.terminate()
         server.wait(timeout=30)

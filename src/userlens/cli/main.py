@@ -267,6 +267,11 @@ def serve(
     del engine  # each worker loads its own copy
     for key, value in settings.model_dump(exclude_none=True).items():
         os.environ[f"USERLENS_{key.upper()}"] = str(value)
+    import tempfile
+
+    # workers write their metrics here and /metrics adds them up
+    metrics_dir = tempfile.mkdtemp(prefix="userlens-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     uvicorn.run("userlens.serving.app:app_from_environment", factory=True, host=settings.host,
                 port=settings.port, workers=settings.workers, log_level="warning")
 

@@ -70,10 +70,16 @@ PathId = Annotated[str, Path(min_length=1, max_length=ID_LENGTH, pattern=NO_NUL)
 
 
 class Metrics:
-    """Prometheus metrics in the app's own registry (no process globals)."""
+    """Prometheus metrics in the app's own registry (no process globals).
+
+    With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by ``userlens serve
+    --workers N``) every worker writes its values to that folder and ``/metrics`` adds them
+    up, whichever worker answers the scrape.
+    """
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.requests = Counter("userlens_requests", "HTTP requests",
                                 ["method", "route", "status"], registry=self.registry)
         self.latency = Histogram(
@@ -86,7 +92,17 @@ class Metrics:
                                  "recommendation lists served entirely by the fallback",
                                  registry=self.registry)
         self.model = Gauge("userlens_model_info", "served model (value 1)",
-                           ["name", "version"], registry=self.registry)
+                           ["name", "version"], registry=self.registry,
+                           multiprocess_mode="liveall")
+
+    def exposition(self) -> bytes:
+        if not self.multiprocess:
+            return generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return generate_latest(merged)
 
     def set_model(self, engine: Engine) -> None:
         self.model.clear()
@@ -496,9 +512,8 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
 
     @app.get("/metrics", response_class=PlainTextResponse, tags=["admin"])
     async def metrics() -> PlainTextResponse:
-        """Prometheus text format (this worker's counters)."""
-        return PlainTextResponse(generate_latest(service.metrics.registry),
-                                 media_type=CONTENT_TYPE_LATEST)
+        """Prometheus text format (all workers' counters added up)."""
+        return PlainTextResponse(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/admin/reload", response_model=ReloadOut, dependencies=writer,
               responses={**auth_responses,

@@ -184,9 +184,72 @@ def main() -> None:
     finally:
         server.stop()
 
+    log("kill -9 in the middle of an ingestion load")
+    result["crash"] = crash(ease, args.work, args.workers)
+
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_http.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'serve_http.json'}")
+
+
+def crash(artefact: Path, work: Path, workers: int, seconds: float = 8.0) -> dict:
+    """kill -9 the server in the middle of an ingestion load, restart, count what survived.
+
+    Each request is one batch of 100 events of its own user; a batch that got a 2xx must be
+    there in full after the restart, and no batch may be there in part.
+    """
+    import signal
+    import threading
+
+    db_path = work / "crash.db"
+    db_path.unlink(missing_ok=True)
+    db = f"sqlite:///{db_path}"
+    server = Server(artefact, db, workers)
+    acknowledged, attempted, lock = [], [], threading.Lock()
+    counter = iter(range(10**9))
+
+    def writer() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            while True:
+                with lock:
+                    batch = next(counter)
+                    attempted.append(batch)
+                events = [{"user_id": f"crash-{batch}", "item_id": str(1 + i),
+                           "event_id": f"{batch}-{i}"} for i in range(100)]
+                try:
+                    response = client.post("/events", json={"events": events})
+                except httpx.HTTPError:
+                    return
+                if response.status_code == 200:
+                    with lock:
+                        acknowledged.append(batch)
+
+    threads = [threading.Thread(target=writer) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    for process in [psutil.Process(server.process.pid),
+                    *psutil.Process(server.process.pid).children(recursive=True)]:
+        process.send_signal(signal.SIGKILL)
+    server.process.wait()
+    for thread in threads:
+        thread.join()
+    restarted = Server(artefact, db, 1)
+    try:
+        with httpx.Client(base_url=restarted.url, timeout=30) as client:
+            stored = {b: len(client.get(f"/users/crash-{b}/history").json()["events"])
+                      for b in attempted}
+    finally:
+        restarted.stop()
+    lost = [b for b in acknowledged if stored[b] != 100]
+    partial = [b for b, n in stored.items() if n not in (0, 100)]
+    result = {"batches_attempted": len(attempted), "batches_acknowledged": len(acknowledged),
+              "events_acknowledged": 100 * len(acknowledged),
+              "batches_stored_without_ack": sum(1 for b in attempted
+                                                if stored[b] == 100 and b not in acknowledged),
+              "acknowledged_batches_lost": len(lost), "partially_written_batches": len(partial)}
+    log(f"  crash: {result}")
+    return result
 
 
 def soak(server: Server, seconds: int, out: Path) -> dict:

@@ -252,6 +252,23 @@ def crash(artefact: Path, work: Path, workers: int, seconds: float = 8.0) -> dic
     return result
 
 
+def plot_soak(samples: list, requests: int, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    mib = [r / 2**20 for _, r in samples]
+    axis.plot([t for t, _ in samples], mib)
+    axis.set_xlabel("seconds under load (GET recommendations, 8 connections)")
+    axis.set_ylabel("server RSS, MiB (all workers)")
+    axis.set_ylim(0, max(mib) * 1.25)
+    axis.set_title(f"userlens serve soak: {requests:,} requests, RSS over time")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
 def soak(server: Server, seconds: int, out: Path) -> dict:
     """Steady GET load (8 connections) for `seconds`, RSS of all server processes sampled."""
     log(f"soak: {seconds} s of GET load at c=8, RSS sampled every 5 s")
@@ -264,19 +281,7 @@ def soak(server: Server, seconds: int, out: Path) -> dict:
         samples.append((round(time.monotonic() - started, 1), server.rss_bytes()))
         time.sleep(5)
     summary = json.loads([x for x in load.stdout.read().splitlines() if x.startswith("{")][-1])
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 3.5))
-    axis.plot([t for t, _ in samples], [r / 2**20 for _, r in samples])
-    axis.set_xlabel("seconds under load (GET recommendations, 8 connections)")
-    axis.set_ylabel("server RSS, MiB (all workers)")
-    axis.set_ylim(bottom=0)
-    axis.set_title(f"userlens serve soak: {summary['requests']:,} requests")
-    figure.tight_layout()
-    figure.savefig(out / "serve_soak.png", dpi=120)
+    plot_soak(samples, summary["requests"], out / "serve_soak.png")
     first, last = samples[0][1], samples[-1][1]
     log(f"  RSS {first / 2**20:.0f} MiB -> {last / 2**20:.0f} MiB over {seconds} s, "
         f"{summary['requests_per_s']:.0f} req/s")

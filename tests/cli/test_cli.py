@@ -156,3 +156,16 @@ def test_run_with_two_processes(tmp_path, log_file):
     report = json.loads(done.stdout)
     assert report["results"][0]["model"] == "sasrec"
     assert (out / "sasrec" / "model" / "arrays.npz").exists()
+
+
+CONFIGS = sorted((__import__("pathlib").Path(__file__).parents[2] / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path):
+    from userlens.evaluation.experiment import load_config
+    from userlens.models.registry import config_class
+
+    config = load_config(path)
+    for entry in config.models:  # hyper-parameters checked by each model's own class
+        config_class(entry.name).model_validate(entry.params)

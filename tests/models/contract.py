@@ -47,13 +47,15 @@ class ModelContract:
         raise NotImplementedError
 
     @pytest.fixture(scope="class")
-    def fitted(self) -> Recommender:
+    @classmethod
+    def fitted(cls) -> Recommender:
         """One fit per test class (models are not mutated by the checks)."""
-        return self.make().fit(two_groups_events(), seed=0)
+        return cls().make().fit(two_groups_events(), seed=0)
 
     @pytest.fixture(scope="class")
-    def fitted_on_cycles(self) -> Recommender:
-        return self.make().fit(cycle_walks(), seed=0)
+    @classmethod
+    def fitted_on_cycles(cls) -> Recommender:
+        return cls().make().fit(cycle_walks(), seed=0)
 
     def test_fit_returns_self(self, two_groups):
         model = self.make()

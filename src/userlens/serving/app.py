@@ -120,6 +120,7 @@ class Service:
         self.metrics.set_model(engine)
         self._reload_lock = threading.Lock()
         self._trending: tuple[float, list[tuple[str, int]]] = (-math.inf, [])
+        self._fields_version = storage.items_version()
         self._fields: dict[str, dict[str, Any]] = storage.item_fields()
         self._fields_stamp = 0
         self._fields_checked = time.monotonic()
@@ -127,12 +128,15 @@ class Service:
     # --------------------------------------------------------------- caches
 
     def stored_fields(self) -> tuple[dict[str, dict[str, Any]], int]:
-        """Item metadata posted to /items (re-read every 5 s for other workers' writes)."""
+        """Item metadata posted to /items. Every 5 s a one-row query says whether another
+        worker wrote; only then is the table read again."""
         if time.monotonic() - self._fields_checked > 5.0:
             self._fields_checked = time.monotonic()
-            fresh = self.storage.item_fields()
-            if fresh != self._fields:
-                self._fields, self._fields_stamp = fresh, self._fields_stamp + 1
+            version = self.storage.items_version()
+            if version != self._fields_version:
+                self._fields_version = version
+                self._fields, self._fields_stamp = (self.storage.item_fields(),
+                                                    self._fields_stamp + 1)
         return self._fields, self._fields_stamp
 
     def note_items(self, records: list[tuple[str, dict[str, Any]]]) -> None:

@@ -119,16 +119,15 @@ class Storage:
                     lo, hi = seen_users.get(row["user_id"], (row["ts_ms"], row["ts_ms"]))
                     seen_users[row["user_id"]] = (min(lo, row["ts_ms"]), max(hi, row["ts_ms"]))
                 stmt = self._insert(users)
+                # two-argument min/max: SQLite's min()/max(), PostgreSQL's least()/greatest()
+                least, greatest = ((func.min, func.max) if self.dialect == "sqlite"
+                                   else (func.least, func.greatest))
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["user_id"],
-                    set_={"first_seen_ms": func.min(users.c.first_seen_ms,
-                                                    stmt.excluded.first_seen_ms)
-                          if self.dialect == "sqlite" else
-                          func.least(users.c.first_seen_ms, stmt.excluded.first_seen_ms),
-                          "last_seen_ms": func.max(users.c.last_seen_ms,
-                                                   stmt.excluded.last_seen_ms)
-                          if self.dialect == "sqlite" else
-                          func.greatest(users.c.last_seen_ms, stmt.excluded.last_seen_ms)})
+                    set_={"first_seen_ms": least(users.c.first_seen_ms,
+                                                 stmt.excluded.first_seen_ms),
+                          "last_seen_ms": greatest(users.c.last_seen_ms,
+                                                   stmt.excluded.last_seen_ms)})
                 connection.execute(stmt, [
                     {"user_id": u, "first_seen_ms": lo, "last_seen_ms": hi}
                     for u, (lo, hi) in sorted(seen_users.items())])
@@ -191,6 +190,13 @@ class Storage:
             query = query.where(items.c.item_id.in_(item_ids))
         with self.engine.connect() as connection:
             return {item_id: fields for item_id, fields in connection.execute(query)}
+
+    def items_version(self) -> tuple[int, int]:
+        """(number of items, newest update): changes whenever /items writes (cheap to poll)."""
+        with self.engine.connect() as connection:
+            count, newest = connection.execute(
+                select(func.count(), func.max(items.c.updated_ms))).one()
+        return int(count), int(newest or 0)
 
     def trending(self, since_ms: int, limit: int) -> list[tuple[str, int]]:
         """Items with the most events since ``since_ms``: (item_id, count), most first."""

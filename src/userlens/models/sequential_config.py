@@ -24,6 +24,10 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
     """sampled_softmax only; popularity sampling is corrected with log-Q."""
     gbce_t: float = Field(default=0.75, ge=0, le=1)
     """gSASRec calibration parameter t (gbce only)."""
+    logit_bias: bool = True
+    """bce/gbce only: learn one global offset added to every training logit, initialised
+    where the loss is minimal for zero scores (-log K for BCE, log(β/K) for gBCE). It never
+    changes a ranking; without it, hundreds of negatives collapse the model to popularity."""
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=128, gt=0)

@@ -100,9 +100,19 @@ class SequentialRecommender(Recommender):
                                           negatives.to(self.device_), log_q)
         negatives = torch.randint(n_items, (len(targets), c.n_negatives),
                                   generator=generator).to(self.device_)
+        bias = getattr(self.module_, "logit_bias", 0.0)
         if c.loss == "bce":
-            return losses.binary_cross_entropy(hidden, targets, weights, negatives)
-        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items)
+            return losses.binary_cross_entropy(hidden, targets, weights, negatives, bias)
+        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items, bias)
+
+    def _make_module(self, n_items: int) -> nn.Module:
+        """The model's module, with the global logit offset the BCE losses train."""
+        module = self._build_module(n_items)
+        c = self.config
+        if c.loss in ("bce", "gbce") and c.logit_bias:
+            start = losses.initial_logit_bias(c.loss, c.n_negatives, n_items, c.gbce_t)
+            module.register_parameter("logit_bias", nn.Parameter(torch.tensor(start)))
+        return module
 
     def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
@@ -111,7 +121,7 @@ class SequentialRecommender(Recommender):
         torch.manual_seed(seed)
         self._fit_popularity(train_events)
         self.device_ = resolve_device(c.device)
-        self.module_ = self._build_module(train_events.n_items).to(self.device_)
+        self.module_ = self._make_module(train_events.n_items).to(self.device_)
         counts = torch.from_numpy(self.popularity_.astype(np.float64) + 1.0)
         self.sampling_probs_ = (counts / counts.sum()).float()
         histories = train_events.histories()
@@ -203,7 +213,7 @@ class SequentialRecommender(Recommender):
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.device_ = resolve_device(self.config.device)
-        self.module_ = self._build_module(self.n_items_).to(self.device_)
+        self.module_ = self._make_module(self.n_items_).to(self.device_)
         state = {name.removeprefix("param."): torch.from_numpy(value)
                  for name, value in arrays.items() if name.startswith("param.")}
         self.module_.load_state_dict(state)

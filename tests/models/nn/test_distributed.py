@@ -11,12 +11,12 @@ PARAMS = dict(dim=16, max_len=8, batch_size=8, max_epochs=40, dropout=0.0, learn
               threads=1, patience=40)
 
 
-def train_and_score(rank: int, world_size: int) -> dict:
+def train_and_score(rank: int, world_size: int, extra: dict | None = None) -> dict:
     import torch.distributed as dist
 
     events = cycle_walks(n_users=64, length=12)
     split = leave_one_out(events)
-    model = create("sasrec", PARAMS).fit(split.train, valid=split.valid, seed=0)
+    model = create("sasrec", {**PARAMS, **(extra or {})}).fit(split.train, valid=split.valid, seed=0)
     # from the train history, the next item is the (held-out) validation item
     histories = split.train.histories(split.valid.user_idx)
     items, _ = model.recommend(histories, k=1, exclude_seen=False)
@@ -33,11 +33,13 @@ def train_and_score(rank: int, world_size: int) -> dict:
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process():
+@pytest.mark.parametrize("extra", [{}, {"loss": "gbce", "n_negatives": 8, "max_epochs": 60}],
+                         ids=["ce", "gbce-with-logit-offset"])
+def test_two_processes_match_one_process(extra):
     from userlens.models.nn.distributed import launch
 
-    single = train_and_score(0, 1)
-    double = launch(train_and_score, 2)
+    single = train_and_score(0, 1, extra)
+    double = launch(train_and_score, 2, extra)
     assert double is not None
     assert single["hr@1"] >= 0.8
     assert double["hr@1"] >= single["hr@1"] - 0.1

@@ -16,7 +16,8 @@ def train_and_score(rank: int, world_size: int, extra: dict | None = None) -> di
 
     events = cycle_walks(n_users=64, length=12)
     split = leave_one_out(events)
-    model = create("sasrec", {**PARAMS, **(extra or {})}).fit(split.train, valid=split.valid, seed=0)
+    model = create("sasrec", {**PARAMS, **(extra or {})})
+    model.fit(split.train, valid=split.valid, seed=0)
     # from the train history, the next item is the (held-out) validation item
     histories = split.train.histories(split.valid.user_idx)
     items, _ = model.recommend(histories, k=1, exclude_seen=False)

@@ -95,6 +95,18 @@ def negative_logits(hidden: torch.Tensor, weights: torch.Tensor,
     return torch.einsum("td,tkd->tk", hidden, weights[negatives])  # (T, K)
 
 
+def _weighted_bce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                  negatives: torch.Tensor, beta: float,
+                  bias: torch.Tensor | float) -> torch.Tensor:
+    """-β log σ(s+ + b) - Σ log(1 - σ(s- + b)), averaged over positions."""
+    positive = (hidden * weights[targets]).sum(dim=1) + bias  # (T,)
+    negative = F.softplus(negative_logits(hidden, weights, negatives) + bias)  # (T, K)
+    # negatives are drawn from all items; drop accidental hits on the target
+    negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)
+    # -log σ(s)^β = β softplus(-s): exact, and stable for any s.
+    return (beta * F.softplus(-positive) + negative.sum(dim=1)).mean()
+
+
 def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
                          negatives: torch.Tensor,
                          bias: torch.Tensor | float = 0.0) -> torch.Tensor:
@@ -104,11 +116,7 @@ def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: t
         negatives: (T, K) negatives of each position.
         bias: a global offset added to every logit (see :func:`initial_logit_bias`).
     """
-    positive = (hidden * weights[targets]).sum(dim=1) + bias  # (T,)
-    negative = F.softplus(negative_logits(hidden, weights, negatives) + bias)  # (T, K)
-    negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)  # accidental hits
-    loss = F.softplus(-positive) + negative.sum(dim=1)
-    return loss.mean()
+    return _weighted_bce(hidden, targets, weights, negatives, 1.0, bias)
 
 
 def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
@@ -123,35 +131,28 @@ def gbce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
     """Generalised BCE (Petrov & Macdonald, RecSys 2023): -β log σ(s+) - Σ log(1 - σ(s-)).
 
     The positive's probability is raised to β, which undoes the overconfidence that
-    negative sampling induces; t = 0 is plain BCE, t = 1 calibrates fully.
+    negative sampling induces; t = 0 is plain BCE (β = 1), t = 1 calibrates fully.
     """
     beta = gbce_beta(negatives.shape[1], n_items, t)
-    positive = (hidden * weights[targets]).sum(dim=1) + bias  # (T,)
-    negative = F.softplus(negative_logits(hidden, weights, negatives) + bias)  # (T, K)
-    # negatives are drawn from the n_items - 1 other items (α's pool): drop accidental hits
-    negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)
-    # -log σ(s)^β = β softplus(-s): exact, and stable for any s.
-    loss = beta * F.softplus(-positive) + negative.sum(dim=1)
-    return loss.mean()
+    return _weighted_bce(hidden, targets, weights, negatives, beta, bias)
 
 
 def initial_logit_bias(loss: str, n_negatives: int, n_items: int, t: float) -> float:
     """Where a global logit offset b minimises the loss while every score is still 0.
 
-    BCE: softplus(-b) + K softplus(b) is minimal at σ(b) = 1/(K+1), b = -log K. gBCE:
-    β softplus(-b) + K softplus(b) at σ(b) = β/(β+K), b = log(β/K).
+    β softplus(-b) + K softplus(b) is minimal at σ(b) = β/(β+K), b = log(β/K); BCE is β = 1,
+    b = -log K.
 
     Why it matters: with K in the hundreds and no offset, the first thing the optimiser learns
     is to push every negative down along one shared direction; with small initial item
     embeddings that direction swamps the user-specific part of the hidden state (after the
     final layer norm every user gets the same vector) and the model stays at popularity.
-    Measured on ML-100K (SASRec, gBCE, 256 negatives): validation NDCG@10 0.036 without the
-    offset after 40 epochs, 0.11 with it after 9. The offset is the same for every item, so
-    it never changes a ranking.
+    Measured on ML-100K (SASRec, gBCE, 256 negatives, batch 128): validation NDCG@10 0.036
+    without the offset after 40 epochs, 0.112 with it after 25. The offset is the same for
+    every item, so it never changes a ranking.
     """
-    if loss == "gbce":
-        return math.log(gbce_beta(n_negatives, n_items, t) / n_negatives)
-    return -math.log(n_negatives)
+    beta = gbce_beta(n_negatives, n_items, t) if loss == "gbce" else 1.0
+    return math.log(beta / n_negatives)
 
 
 def uniform_log_q(n_items: int, device: torch.device | None = None) -> torch.Tensor:

@@ -181,11 +181,23 @@ def _align_users(table: pl.DataFrame, users: IdIndex) -> UserTable:
 # --------------------------------------------------------------------------- generic tables
 
 
+def _read_lines_table(source: Path | bytes, names: list[str], first_line: int,
+                      **options) -> pl.DataFrame:
+    """A header-less text table with columns ``names`` and a ``_line`` column holding each
+    row's line number in the file (``first_line`` for the first row read).
+
+    The line numbers are added after reading: polars before 2.0 renames the row-index column
+    too when given ``new_columns``.
+    """
+    frame = pl.read_csv(source, has_header=False, infer_schema=False, **options)
+    frame = frame.rename(dict(zip(frame.columns, names, strict=False)))
+    return frame.with_row_index("_line", offset=first_line)
+
+
 def _check_field_counts(path: Path, separator: str, expected: int, header_lines: int) -> None:
     """Find the first line whose field count differs from the header (unquoted files)."""
-    lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                        new_columns=["text"], infer_schema=False, skip_rows=header_lines,
-                        row_index_name="_line", row_index_offset=header_lines + 1)
+    lines = _read_lines_table(path, ["text"], header_lines + 1, separator="\x1f",
+                              quote_char=None, skip_rows=header_lines)
     lines = lines.filter(pl.col("text").is_not_null() & ~pl.col("text").str.contains('"'))
     counts = lines["text"].str.count_matches(separator, literal=True) + 1
     bad = lines.filter(counts != expected).head(1)
@@ -262,9 +274,7 @@ def _read_lines(path: Path) -> pl.DataFrame:
     if path.suffix == ".gz":
         with gzip.open(path, "rb") as handle:
             source = handle.read()
-    return pl.read_csv(source, has_header=False, separator="\x1f", quote_char=None,
-                       new_columns=["text"], infer_schema=False, row_index_name="_line",
-                       row_index_offset=1)
+    return _read_lines_table(source, ["text"], 1, separator="\x1f", quote_char=None)
 
 
 def read_sequences(path: str | Path, *, name: str | None = None) -> Dataset:
@@ -303,9 +313,8 @@ def read_sequences(path: str | Path, *, name: str | None = None) -> Dataset:
 
 
 def _split_double_colon(path: Path, names: list[str], encoding_fix: bool = True) -> pl.DataFrame:
-    lines = pl.read_csv(path, has_header=False, separator="\x1f", quote_char=None,
-                        new_columns=["text"], infer_schema=False, row_index_name="_line",
-                        row_index_offset=1, encoding="utf8-lossy" if encoding_fix else "utf8")
+    lines = _read_lines_table(path, ["text"], 1, separator="\x1f", quote_char=None,
+                              encoding="utf8-lossy" if encoding_fix else "utf8")
     lines = lines.filter(pl.col("text").is_not_null())
     parts = lines["text"].str.split("::")
     counts = parts.list.len()
@@ -336,9 +345,8 @@ def read_movielens(path: str | Path, *, name: str | None = None) -> Dataset:
     ratings = candidates[0]
     catalog = users = None
     if ratings.name == "u.data" or ratings.suffix == ".data":
-        raw = pl.read_csv(ratings, separator="\t", has_header=False, infer_schema=False,
-                          new_columns=["user_id", "item_id", "value", "timestamp"],
-                          row_index_name="_line", row_index_offset=1)
+        raw = _read_lines_table(ratings, ["user_id", "item_id", "value", "timestamp"], 1,
+                                separator="\t")
         _check_field_counts(ratings, "\t", 4, 0)
         if (folder / "u.item").exists():
             genres = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
@@ -410,9 +418,8 @@ def _read_atomic(path: Path) -> tuple[pl.DataFrame, dict[str, str]]:
         field_name, field_type = column.rsplit(":", 1)
         names.append(field_name)
         types[field_name] = field_type
-    raw = pl.read_csv(path, separator="\t", has_header=False, skip_rows=1, new_columns=names,
-                      infer_schema=False, quote_char=None, truncate_ragged_lines=True,
-                      row_index_name="_line", row_index_offset=2)
+    raw = _read_lines_table(path, names, 2, separator="\t", skip_rows=1, quote_char=None,
+                            truncate_ragged_lines=True)
     _check_field_counts(path, "\t", len(names), 1)
     return raw, types
 

@@ -3,6 +3,8 @@ RecBole's SASRec in the same run.
 
     python benchmarks/sasrec_ml1m.py --run runs/ml-1m-sasrec/sasrec    # reuse a trained artefact
     python benchmarks/sasrec_ml1m.py --recbole-batches 30               # + RecBole (needs recbole)
+    python benchmarks/sasrec_ml1m.py --recbole-train --device cuda --time-limit 420 \
+        --run runs/g-ml1m-sasrec-s1/sasrec   # train RecBole's SASRec to convergence as well
 
 Our curve (validation NDCG@10 against wall-clock seconds) comes from the artefact's
 ``results.json``, written by ``userlens run configs/ml-1m-sasrec.toml``. Scoring latency and
@@ -10,7 +12,10 @@ throughput are measured here on the loaded artefact. RecBole 1.2.1's SASRec is t
 the same sizes (64-d, 2 blocks, 1 head, max length 200, dropout 0.1, CE loss, batch 128,
 lr 1e-3) on the same data and leave-one-out split; it expands every prefix of every sequence
 into a training sample, so its epoch does far more work than ours. Its epoch time is
-extrapolated from timed optimisation steps (an epoch takes hours on 2 cores).
+extrapolated from timed optimisation steps (an epoch takes hours on 2 cores). With
+``--recbole-train`` RecBole's own trainer trains it to convergence (validation NDCG@10 every
+epoch, early stopping, best checkpoint tested once), on a GPU where there is one, and its
+validation curve is plotted against ours.
 """
 
 from __future__ import annotations
@@ -34,8 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m_user_sequences.tsv.gz"
 
 
-def load_split():
-    data = k_core(read(ML1M, "sequences"), min_item=5)
+def load_split(path: Path = ML1M, data_format: str = "sequences"):
+    data = k_core(read(path, data_format), min_item=5)
     return data, leave_one_out(data.interactions)
 
 
@@ -84,6 +89,41 @@ def ours(run_dir: Path, split) -> dict:
     }
 
 
+def _recbole_config(split, tmp: str, device: str, epochs: int, batch_size: int):
+    """RecBole 1.2.1 SASRec with our sizes, on our leave-one-out split written as atomic files."""
+    # RecBole 1.2.1 re-creates NumPy 1 aliases from names NumPy 2 removed
+    for old, new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
+        if old not in np.__dict__:
+            setattr(np, old, new)
+    from recbole.config import Config
+    from recbole.model.sequential_recommender import SASRec
+
+    folder = Path(tmp) / "ml1m5"
+    folder.mkdir()
+    every = [split.train, split.valid, split.test]
+    users = np.concatenate([p.user_idx for p in every])
+    items = np.concatenate([p.item_idx for p in every])
+    times = np.concatenate([p.timestamp for p in every])
+    order = np.lexsort((times, users))
+    lines = ["user_id:token\titem_id:token\ttimestamp:float"]
+    lines += [f"{u}\t{i}\t{t}" for u, i, t in zip(users[order], items[order], times[order],
+                                                  strict=True)]
+    (folder / "ml1m5.inter").write_text("\n".join(lines) + "\n")
+    return Config(model=SASRec, dataset="ml1m5", config_dict={
+        "data_path": tmp, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+        "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
+                      "group_by": "user", "mode": "full"},
+        "MAX_ITEM_LIST_LENGTH": 200, "hidden_size": 64, "inner_size": 64, "n_layers": 2,
+        "n_heads": 1, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1,
+        "loss_type": "CE", "train_neg_sample_args": None, "learning_rate": 1e-3,
+        "train_batch_size": batch_size, "eval_batch_size": 256, "epochs": epochs,
+        "stopping_step": 10, "eval_step": 1,
+        "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
+        "device": device, "use_gpu": device != "cpu", "seed": 0, "reproducibility": True,
+        "show_progress": False, "checkpoint_dir": str(Path(tmp) / "ckpt"),
+        "worker": 0, "state": "ERROR"})
+
+
 def recbole_sasrec(split, n_batches: int) -> dict:
     """Time RecBole's SASRec training steps and extrapolate to one epoch.
 
@@ -92,36 +132,13 @@ def recbole_sasrec(split, n_batches: int) -> dict:
     real optimisation steps of its own model and loss and multiply by its batches per epoch.
     """
     import torch
-    from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
     from recbole.utils import init_seed
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "ml1m5"
-        folder.mkdir()
-        every = [split.train, split.valid, split.test]
-        users = np.concatenate([p.user_idx for p in every])
-        items = np.concatenate([p.item_idx for p in every])
-        times = np.concatenate([p.timestamp for p in every])
-        order = np.lexsort((times, users))
-        lines = ["user_id:token\titem_id:token\ttimestamp:float"]
-        lines += [f"{u}\t{i}\t{t}" for u, i, t in zip(users[order], items[order], times[order],
-                                                      strict=True)]
-        (folder / "ml1m5.inter").write_text("\n".join(lines) + "\n")
-        config = Config(model=SASRec, dataset="ml1m5", config_dict={
-            "data_path": tmp, "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO",
-                          "group_by": "user", "mode": "full"},
-            "MAX_ITEM_LIST_LENGTH": 200, "hidden_size": 64, "inner_size": 64, "n_layers": 2,
-            "n_heads": 1, "hidden_dropout_prob": 0.1, "attn_dropout_prob": 0.1,
-            "loss_type": "CE", "train_neg_sample_args": None, "learning_rate": 1e-3,
-            "train_batch_size": 128, "eval_batch_size": 256, "epochs": 1,
-            "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10",
-            "device": "cpu", "use_gpu": False, "seed": 0, "reproducibility": True,
-            "show_progress": False, "checkpoint_dir": str(Path(tmp) / "ckpt"),
-            "worker": 0, "state": "ERROR"})
+        config = _recbole_config(split, tmp, "cpu", epochs=1, batch_size=128)
         init_seed(config["seed"], config["reproducibility"])
         dataset = create_dataset(config)
         train_data, _, _ = data_preparation(config, dataset)
@@ -147,7 +164,58 @@ def recbole_sasrec(split, n_batches: int) -> dict:
             "epoch_seconds_extrapolated": step * batches_per_epoch}
 
 
-def plot(report: dict, path: Path) -> None:
+class _OutOfTime(Exception):
+    pass
+
+
+def recbole_train(split, device: str, time_limit: float, batch_size: int) -> dict:
+    """Train RecBole's SASRec with its own trainer until early stopping (patience 10 epochs)
+    or ``time_limit`` seconds, recording validation NDCG@10 against wall-clock seconds; the
+    best checkpoint (on validation) is tested once."""
+    from recbole.data import create_dataset, data_preparation
+    from recbole.model.sequential_recommender import SASRec
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _recbole_config(split, tmp, device, epochs=500, batch_size=batch_size)
+        init_seed(config["seed"], config["reproducibility"])
+        dataset = create_dataset(config)
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+        model = SASRec(config, train_data.dataset).to(config["device"])
+        trainer = Trainer(config, model)
+        curve: list[tuple[float, float]] = []
+        best: dict = {}
+        started = time.perf_counter()
+
+        def after_epoch(epoch: int, valid_score: float) -> None:
+            curve.append((time.perf_counter() - started, float(valid_score)))
+            if valid_score >= max(n for _, n in curve):  # keep the best weights in memory
+                best.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            print(f"recbole epoch {epoch}: valid ndcg@10 {valid_score:.4f} "
+                  f"({curve[-1][0]:.0f} s)", file=sys.stderr, flush=True)
+            if curve[-1][0] > time_limit:
+                raise _OutOfTime
+
+        stopped = "early stopping"
+        try:
+            trainer.fit(train_data, valid_data, saved=False, show_progress=False,
+                        callback_fn=after_epoch)
+        except _OutOfTime:
+            stopped = "time limit"
+        train_seconds = time.perf_counter() - started
+        # RecBole's own checkpoint needs torch.load's pickle path; the weights are enough
+        model.load_state_dict(best)
+        test = trainer.evaluate(test_data, load_best_model=False, show_progress=False)
+    best_epoch = int(np.argmax([n for _, n in curve]))
+    return {"device": device, "batch_size": batch_size, "stopped_by": stopped,
+            "epochs": len(curve), "best_epoch": best_epoch + 1, "train_seconds": train_seconds,
+            "median_epoch_seconds": float(np.median(np.diff([0.0] + [t for t, _ in curve]))),
+            "test": {"hr@10": float(test["hit@10"]), "ndcg@10": float(test["ndcg@10"])},
+            "curve": curve}
+
+
+def plot(report: dict, path: Path, where: str = "2 CPU cores") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,13 +223,18 @@ def plot(report: dict, path: Path) -> None:
 
     figure, axis = plt.subplots(figsize=(7, 4))
     curve = [(t, n) for t, n in report["userlens"]["curve"] if n is not None]
-    axis.plot([t for t, _ in curve], [n for _, n in curve], marker=".", label="userlens SASRec")
+    axis.plot([t for t, _ in curve], [n for _, n in curve], marker=".",
+              label="userlens SASRec (validation)")
+    if "recbole_trained" in report:
+        theirs = report["recbole_trained"]["curve"]
+        axis.plot([t for t, _ in theirs], [n for _, n in theirs], marker=".", color="red",
+                  label="RecBole SASRec (validation)")
     if "recbole" in report:
         epoch = report["recbole"]["epoch_seconds_extrapolated"]
         axis.axvline(epoch, color="red", linestyle=":",
                      label=f"one RecBole SASRec epoch ({epoch:,.0f} s, extrapolated)")
     axis.axhline(0.1821, color="grey", linestyle="--", label="published SASRec+ (test)")
-    axis.set_xlabel("wall-clock seconds of training (2 CPU cores)")
+    axis.set_xlabel(f"wall-clock seconds of training ({where})")
     axis.set_ylabel("NDCG@10 (full ranking)")
     axis.set_title("SASRec + CE on ML-1M")
     axis.grid(alpha=0.3)
@@ -170,14 +243,50 @@ def plot(report: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def trained_run(run_dir: Path) -> dict:
+    """Our side of a convergence comparison, read from a finished ``userlens run``."""
+    results = json.loads((run_dir / "results.json").read_text())
+    training = results["training"]
+    return {"curve": [(e["elapsed"], e.get("valid_ndcg@10")) for e in training["epochs"]],
+            "epochs": len(training["epochs"]), "best_epoch": training["best_epoch"],
+            "train_seconds": training["seconds"],
+            "median_epoch_seconds": float(np.median([e["seconds"]
+                                                     for e in training["epochs"]])),
+            "test": {k: v["mean"] for k, v in results["metrics"].items()
+                     if k in ("hr@10", "ndcg@10")}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--run", type=Path, default=ROOT / "runs" / "ml-1m-sasrec" / "sasrec")
     parser.add_argument("--recbole-batches", type=int, default=0,
                         help="time this many RecBole SASRec steps (needs recbole)")
+    parser.add_argument("--recbole-train", action="store_true",
+                        help="train RecBole's SASRec to convergence and compare curves with "
+                             "the finished run --run (needs recbole)")
+    parser.add_argument("--device", default="cpu", help="for --recbole-train: cpu or cuda")
+    parser.add_argument("--time-limit", type=float, default=3600.0,
+                        help="for --recbole-train: stop RecBole after this many seconds")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="for --recbole-train: RecBole's training batch")
+    parser.add_argument("--data", type=Path, default=ML1M,
+                        help="another dataset (to try the script out on a small one)")
+    parser.add_argument("--format", default="sequences")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    _, split = load_split()
+    _, split = load_split(args.data, args.format)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.recbole_train:
+        report = {"recbole_trained": recbole_train(split, args.device, args.time_limit,
+                                                   args.batch_size)}
+        # read after RecBole's run: ours may be training beside it
+        report["userlens"] = trained_run(args.run)
+        name = f"sasrec_ml1m_convergence_{args.device}"
+        (args.out / f"{name}.json").write_text(json.dumps(report, indent=2))
+        plot(report, args.out / f"{name}.png", where=args.device)
+        print(json.dumps({side: {k: v for k, v in r.items() if k != "curve"}
+                          for side, r in report.items()}, indent=2))
+        return
     report = {"userlens": ours(args.run, split)}
     print(json.dumps({k: v for k, v in report["userlens"].items() if k != "curve"}),
           file=sys.stderr)
@@ -186,7 +295,6 @@ def main() -> None:
         report["epoch_speedup"] = (report["recbole"]["epoch_seconds_extrapolated"]
                                    / report["userlens"]["median_epoch_seconds"])
     report["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "sasrec_ml1m.json").write_text(json.dumps(report, indent=2))
     plot(report, args.out / "sasrec_ml1m.png")
     print(json.dumps(report, indent=2))

@@ -31,6 +31,9 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
     learning_rate: float = Field(default=1e-3, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     batch_size: int = Field(default=128, gt=0)
+    batching: Literal["length", "random"] = "length"
+    """length: batches of similar-length sequences (little padding, faster); random: users in
+    random order, as most reference code trains (every batch mixes short and long histories)."""
     max_epochs: int = Field(default=200, gt=0)
     patience: int = Field(default=10, ge=1)
     """Stop after this many validations without a better validation NDCG@10."""

@@ -60,6 +60,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"loss": "sampled_softmax", "n_negatives": 4, "negative_sampler": "popularity"}),
     ("sasrec", {"loss": "gbce", "n_negatives": 4}),
     ("sasrec", {"positions": "from_start", "attention_init": "xavier"}),
+    ("sasrec", {"batching": "random"}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
 ])
@@ -266,3 +267,17 @@ def test_ml100k_gsasrec_with_256_negatives_beats_popularity(shared_data):
                               "learning_rate": 3e-3}).fit(split.train, valid=split.valid)
     gsasrec = evaluate(model, split, ["ndcg@10"])
     assert gsasrec.means()["ndcg@10"] > 1.5 * popular.means()["ndcg@10"]
+
+
+def test_batches_cover_every_sequence_once_per_epoch():
+    from userlens.models.nn.trainer import length_batches, random_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 200, size=1000)
+    for batches in (length_batches(lengths, 128, rng), random_batches(1000, 128, rng)):
+        assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+        assert max(len(b) for b in batches) == 128
+    # similar lengths share a batch in one mode, not in the other
+    spread = [np.ptp(lengths[b]) for b in length_batches(lengths, 128, rng)[:-1]]
+    mixed = [np.ptp(lengths[b]) for b in random_batches(1000, 128, rng)[:-1]]
+    assert max(spread) < 40 < min(mixed)

@@ -139,7 +139,7 @@ class SequentialRecommender(Recommender):
             batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience,
             eval_every=c.eval_every, seed=seed, device=self.device_, amp=c.amp,
             grad_clip=c.grad_clip, time_limit_seconds=c.time_limit_seconds,
-            on_epoch=self.on_epoch)
+            on_epoch=self.on_epoch, batching=c.batching)
         self.training_ = history.to_dict()
         return self
 

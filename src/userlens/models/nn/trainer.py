@@ -57,6 +57,12 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     return batches
 
 
+def random_batches(n: int, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of sequences drawn in random order, whatever their lengths (more padding)."""
+    order = rng.permutation(n)
+    return [order[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
 def pad_right(sequences: list[np.ndarray], width: int | None = None) -> np.ndarray:
     """Right-pad integer sequences with 0 to a (B, width) array."""
     width = width or max(len(s) for s in sequences)
@@ -84,6 +90,7 @@ def train(
     grad_clip: float | None = None,
     time_limit_seconds: float | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    batching: str = "length",
 ) -> TrainingHistory:
     """Train ``module`` in place; the best validated weights are restored at the end."""
     rank, world_size = world()
@@ -104,7 +111,8 @@ def train(
     for epoch in range(1, max_epochs + 1):
         model.train()
         epoch_started = time.perf_counter()
-        batches = length_batches(lengths, batch_size, rng)
+        batches = (length_batches(lengths, batch_size, rng) if batching == "length"
+                   else random_batches(len(lengths), batch_size, rng))
         if world_size > 1:
             # batch_size is the global batch: each rank takes its slice of every batch, so
             # the steps per epoch and the effective batch match a single process (and every

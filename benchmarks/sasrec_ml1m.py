@@ -46,11 +46,8 @@ def load_split(path: Path = ML1M, data_format: str = "sequences"):
 
 def ours(run_dir: Path, split) -> dict:
     model = Recommender.load(run_dir / "model")
-    results = json.loads((run_dir / "results.json").read_text())
-    training = results["training"]
-    curve = [(e["elapsed"], e.get("valid_ndcg@10")) for e in training["epochs"]]
-    reached = next((t for t, ndcg in curve if ndcg is not None and ndcg >= 0.18), None)
-    epoch_seconds = [e["seconds"] for e in training["epochs"]]
+    run = trained_run(run_dir)
+    reached = next((t for t, ndcg in run["curve"] if ndcg is not None and ndcg >= 0.18), None)
     # epoch time on all cores, measured here: the artefact may come from a run that shared
     # the machine (or used fewer threads)
     from userlens.models import create
@@ -76,13 +73,13 @@ def ours(run_dir: Path, split) -> dict:
         latencies.append(time.perf_counter() - started)
     return {
         "test": test.means(),
-        "epochs": len(epoch_seconds),
-        "best_epoch": training["best_epoch"],
+        "epochs": run["epochs"],
+        "best_epoch": run["best_epoch"],
         "median_epoch_seconds": float(np.median(fresh_epochs)),
-        "median_epoch_seconds_in_the_run": float(np.median(epoch_seconds)),
-        "train_seconds": training["seconds"],
+        "median_epoch_seconds_in_the_run": run["median_epoch_seconds"],
+        "train_seconds": run["train_seconds"],
         "seconds_to_valid_ndcg_0.18": reached,
-        "curve": curve,
+        "curve": run["curve"],
         "score_all_test_users_seconds": score_all,
         "one_user_200_events_ms": {"p50": 1000 * float(np.median(latencies)),
                                    "p99": 1000 * float(np.percentile(latencies, 99))},
@@ -189,9 +186,9 @@ def recbole_train(split, device: str, time_limit: float, batch_size: int) -> dic
         started = time.perf_counter()
 
         def after_epoch(epoch: int, valid_score: float) -> None:
-            curve.append((time.perf_counter() - started, float(valid_score)))
-            if valid_score >= max(n for _, n in curve):  # keep the best weights in memory
+            if not curve or valid_score > max(n for _, n in curve):  # the first best epoch
                 best.update({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            curve.append((time.perf_counter() - started, float(valid_score)))
             print(f"recbole epoch {epoch}: valid ndcg@10 {valid_score:.4f} "
                   f"({curve[-1][0]:.0f} s)", file=sys.stderr, flush=True)
             if curve[-1][0] > time_limit:

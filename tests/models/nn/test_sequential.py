@@ -61,6 +61,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"loss": "gbce", "n_negatives": 4}),
     ("sasrec", {"positions": "from_start", "attention_init": "xavier"}),
     ("sasrec", {"batching": "random"}),
+    ("sasrec", {"loss_mean": "global"}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
 ])
@@ -281,3 +282,25 @@ def test_batches_cover_every_sequence_once_per_epoch():
     spread = [np.ptp(lengths[b]) for b in length_batches(lengths, 128, rng)[:-1]]
     mixed = [np.ptp(lengths[b]) for b in random_batches(1000, 128, rng)[:-1]]
     assert max(spread) < 40 < min(mixed)
+
+
+@pytest.mark.parametrize("loss_mean", ["batch", "global"])
+def test_global_loss_mean_weighs_every_position_the_same(loss_mean):
+    events = cycle_walks(40, 9, 12, 0)
+    model = create("sasrec", {**TINY, "max_epochs": 1, "loss_mean": loss_mean}).fit(events)
+    assert model.targets_per_batch_ == pytest.approx(TINY["batch_size"] * (TINY["max_len"]))
+    generator = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    hidden = torch.randn(40, TINY["dim"])
+    targets = torch.randint(0, events.n_items, (40,))
+    per_position = F.cross_entropy(hidden @ model.module_.item_weights().detach().T, targets,
+                                   reduction="none")
+    short, long = slice(0, 4), slice(4, 40)  # a batch of few targets and one of many
+    total = sum(model._loss(hidden[part], targets[part], generator).detach()
+                for part in (short, long))
+    if loss_mean == "global":  # the two batches add up to a sum with one weight per position
+        assert float(total) == pytest.approx(float(per_position.sum()) / model.targets_per_batch_,
+                                             rel=1e-5)
+    else:  # each batch averages its own positions: the 4 short ones weigh 9x more
+        assert float(total) == pytest.approx(float(per_position[short].mean()
+                                                   + per_position[long].mean()), rel=1e-5)

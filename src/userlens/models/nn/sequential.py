@@ -79,9 +79,21 @@ class SequentialRecommender(Recommender):
 
     # ------------------------------------------------------------------ shared
 
+    def _targets_per_sequence(self, lengths: np.ndarray) -> float:
+        """Average number of training targets in a sequence of each training length."""
+        return float(np.mean(lengths - 1))  # causal: every position but the first
+
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor,
               generator: torch.Generator) -> torch.Tensor:
-        """(T, D) hidden states and (T,) item targets -> the configured loss."""
+        """(T, D) hidden states and (T,) item targets -> the configured loss, as a mean over
+        the T targets (``loss_mean = "batch"``) or over the average targets per batch."""
+        loss = self._mean_loss(hidden, targets, generator)
+        if self.config.loss_mean == "global":
+            loss = loss * (len(targets) / self.targets_per_batch_)
+        return loss
+
+    def _mean_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
+                   generator: torch.Generator) -> torch.Tensor:
         c = self.config
         weights = self.module_.item_weights()  # (n_items, D)
         n_items = weights.shape[0]
@@ -131,6 +143,9 @@ class SequentialRecommender(Recommender):
         if not sequences:
             raise ValueError(f"{self.name}: no user has {self._min_training_length}+ events "
                              "to train on")
+        # each rank's batch holds batch_size / world_size sequences; DDP averages over ranks
+        self.targets_per_batch_ = self._targets_per_sequence(
+            np.array([len(s) for s in sequences])) * c.batch_size / world()[1]
         validate = self._validator(train_events, valid, seed) if valid is not None and len(
             valid) else None
         history = train(
@@ -271,6 +286,12 @@ class BERT4Rec(SequentialRecommender):
 
     def _training_sequences(self, tokens: np.ndarray) -> np.ndarray:
         return tokens[-self.config.max_len:]
+
+    def _targets_per_sequence(self, lengths: np.ndarray) -> float:
+        """Expected masked positions (at least one; some sequences mask only the last)."""
+        c = self.config
+        cloze = np.maximum(1.0, c.mask_prob * lengths)
+        return float(np.mean((1 - c.last_item_mask_share) * cloze + c.last_item_mask_share))
 
     def _inference_tokens(self, tokens: np.ndarray) -> np.ndarray:
         return np.append(tokens[-(self.config.max_len - 1):], self.mask_token)

@@ -94,6 +94,7 @@ class SequentialRecommender(Recommender):
 
     def _mean_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
                    generator: torch.Generator) -> torch.Tensor:
+        """The configured loss averaged over the T targets."""
         c = self.config
         weights = self.module_.item_weights()  # (n_items, D)
         n_items = weights.shape[0]

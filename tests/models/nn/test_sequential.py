@@ -288,7 +288,7 @@ def test_batches_cover_every_sequence_once_per_epoch():
 def test_global_loss_mean_weighs_every_position_the_same(loss_mean):
     events = cycle_walks(40, 9, 12, 0)
     model = create("sasrec", {**TINY, "max_epochs": 1, "loss_mean": loss_mean}).fit(events)
-    assert model.targets_per_batch_ == pytest.approx(TINY["batch_size"] * (TINY["max_len"]))
+    assert model.targets_per_batch_ == pytest.approx(TINY["batch_size"] * TINY["max_len"])
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     hidden = torch.randn(40, TINY["dim"])

@@ -34,12 +34,14 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
     batching: Literal["length", "random"] = "length"
     """length: batches of similar-length sequences (little padding, faster); random: users in
     random order, as most reference code trains (every batch mixes short and long histories)."""
-    loss_mean: Literal["batch", "global"] = "batch"
-    """batch: the loss is the mean over a batch's target positions (as reference code trains);
-    global: the batch's sum divided by the average number of targets per batch, so every
-    position weighs the same whichever batch it lands in. With length-bucketed batches,
-    "batch" weighs a position of a batch of short histories several times more than one of a
-    batch of long histories; "global" removes that and keeps bucketing's speed."""
+    loss_mean: Literal["batch", "global"] = "global"
+    """global: the batch's sum divided by the average number of targets per batch, so every
+    position weighs the same whichever batch it lands in; batch: the mean over a batch's
+    target positions (as reference code trains). With length-bucketed batches, "batch" weighs
+    a position of a batch of short histories several times more than one of a batch of long
+    histories; "global" removes that and keeps bucketing's speed. "global" validated higher in
+    every pairing measured (SASRec + CE on ML-1M, Beauty and S3-Rec Beauty, BERT4Rec on ML-1M
+    and Beauty), hence the default."""
     max_epochs: int = Field(default=200, gt=0)
     patience: int = Field(default=10, ge=1)
     """Stop after this many validations without a better validation NDCG@10."""

@@ -30,12 +30,14 @@ def train_and_score(rank: int, world_size: int, extra: dict | None = None) -> di
         assert max(gathered) - min(gathered) < 1e-4, gathered
     return {"hr@1": float((items[:, 0] == split.valid.item_idx).mean()),
             "batches_per_epoch_per_rank": len(range(0, 64, 8)) // world_size,
-            "epochs": len(model.training_["epochs"])}
+            "epochs": len(model.training_["epochs"]),
+            "targets_per_batch": model.targets_per_batch_}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [{}, {"loss": "gbce", "n_negatives": 8, "max_epochs": 60}],
-                         ids=["ce", "gbce-with-logit-offset"])
+@pytest.mark.parametrize("extra", [{}, {"loss": "gbce", "n_negatives": 8, "max_epochs": 60},
+                                   {"loss_mean": "batch"}],
+                         ids=["ce", "gbce-with-logit-offset", "ce-batch-mean"])
 def test_two_processes_match_one_process(extra):
     from userlens.models.nn.distributed import launch
 
@@ -44,3 +46,6 @@ def test_two_processes_match_one_process(extra):
     assert double is not None
     assert single["hr@1"] >= 0.8
     assert double["hr@1"] >= single["hr@1"] - 0.1
+    # loss_mean = "global": each rank's batch holds half the sequences, so half the targets;
+    # DDP averages the two ranks' gradients, which then add up to one process's normaliser
+    assert double["targets_per_batch"] == pytest.approx(single["targets_per_batch"] / 2)

@@ -61,7 +61,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"loss": "gbce", "n_negatives": 4}),
     ("sasrec", {"positions": "from_start", "attention_init": "xavier"}),
     ("sasrec", {"batching": "random"}),
-    ("sasrec", {"loss_mean": "global"}),
+    ("sasrec", {"loss_mean": "batch"}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
 ])

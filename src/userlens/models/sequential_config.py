@@ -41,7 +41,7 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
     a position of a batch of short histories several times more than one of a batch of long
     histories; "global" removes that and keeps bucketing's speed. "global" validated higher in
     every pairing measured (SASRec + CE on ML-1M, Beauty and S3-Rec Beauty, BERT4Rec on ML-1M
-    and Beauty), hence the default."""
+    and Beauty, GRU4Rec on ML-1M), hence the default."""
     max_epochs: int = Field(default=200, gt=0)
     patience: int = Field(default=10, ge=1)
     """Stop after this many validations without a better validation NDCG@10."""

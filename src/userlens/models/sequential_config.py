@@ -40,8 +40,8 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
     target positions (as reference code trains). With length-bucketed batches, "batch" weighs
     a position of a batch of short histories several times more than one of a batch of long
     histories; "global" removes that and keeps bucketing's speed. "global" validated higher in
-    every pairing measured (SASRec + CE on ML-1M, Beauty and S3-Rec Beauty, BERT4Rec on ML-1M
-    and Beauty, GRU4Rec on ML-1M), hence the default."""
+    every pairing measured (SASRec + CE on ML-1M, Beauty and S3-Rec Beauty, gSASRec, BERT4Rec
+    and GRU4Rec on ML-1M, BERT4Rec on Beauty), hence the default."""
     max_epochs: int = Field(default=200, gt=0)
     patience: int = Field(default=10, ge=1)
     """Stop after this many validations without a better validation NDCG@10."""

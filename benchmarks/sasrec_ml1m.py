@@ -5,6 +5,7 @@ RecBole's SASRec in the same run.
     python benchmarks/sasrec_ml1m.py --recbole-batches 30               # + RecBole (needs recbole)
     python benchmarks/sasrec_ml1m.py --recbole-train --device cuda --time-limit 420 \
         --run runs/g-ml1m-sasrec-s1/sasrec   # train RecBole's SASRec to convergence as well
+    python benchmarks/sasrec_ml1m.py --memory   # peak training memory, ours and RecBole's
 
 Our curve (validation NDCG@10 against wall-clock seconds) comes from the artefact's
 ``results.json``, written by ``userlens run configs/ml-1m-sasrec.toml``. Scoring latency and
@@ -15,17 +16,21 @@ into a training sample, so its epoch does far more work than ours. Its epoch tim
 extrapolated from timed optimisation steps (an epoch takes hours on 2 cores). With
 ``--recbole-train`` RecBole's own trainer trains it to convergence (validation NDCG@10 every
 epoch, early stopping, best checkpoint tested once), on a GPU where there is one, and its
-validation curve is plotted against ours.
+validation curve is plotted against ours. ``--memory`` trains each side for a few steps in a
+fresh child process (``configs/ml-1m-sasrec.toml``'s parameters for ours) and reports each
+process's peak resident memory, before and during training.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import resource
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -161,6 +166,60 @@ def recbole_sasrec(split, n_batches: int) -> dict:
             "epoch_seconds_extrapolated": step * batches_per_epoch}
 
 
+def _peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def _train_ours_for_memory(queue, epochs: int) -> None:
+    """Child process: our shipped SASRec config, ``epochs`` epochs, all cores."""
+    from userlens.models import create
+
+    _, split = load_split()
+    loaded = _peak_rss_bytes()
+    config = tomllib.loads((ROOT / "configs" / "ml-1m-sasrec.toml").read_text())
+    params = {**config["models"][0]["params"], "max_epochs": epochs}
+    started = time.perf_counter()
+    create("sasrec", params).fit(split.train, seed=0)
+    queue.put({"epochs": epochs, "seconds": time.perf_counter() - started,
+               "peak_rss_bytes_after_loading_data": loaded,
+               "peak_rss_bytes": _peak_rss_bytes()})
+
+
+def _train_recbole_for_memory(queue, n_batches: int) -> None:
+    """Child process: RecBole's SASRec with the same sizes, ``n_batches`` training steps."""
+    _, split = load_split()
+    loaded = _peak_rss_bytes()
+    timing = recbole_sasrec(split, n_batches)
+    queue.put({"timed_batches": timing["timed_batches"],
+               "training_samples_per_epoch": timing["training_samples_per_epoch"],
+               "peak_rss_bytes_after_loading_data": loaded,
+               "peak_rss_bytes": _peak_rss_bytes()})
+
+
+def in_fresh_process(target, *args) -> dict:
+    """Run ``target(queue, *args)`` in a spawned process (nothing inherited from this one) and
+    return what it put on the queue."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=target, args=(queue, *args))
+    process.start()
+    result = queue.get()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{target.__name__} exited with {process.exitcode}")
+    return result
+
+
+def memory(epochs: int, recbole_batches: int) -> dict:
+    report = {"userlens": in_fresh_process(_train_ours_for_memory, epochs)}
+    print(json.dumps(report["userlens"]), file=sys.stderr, flush=True)
+    if recbole_batches:
+        report["recbole"] = in_fresh_process(_train_recbole_for_memory, recbole_batches)
+        report["peak_rss_ratio_recbole_to_userlens"] = (report["recbole"]["peak_rss_bytes"]
+                                                        / report["userlens"]["peak_rss_bytes"])
+    return report
+
+
 class _OutOfTime(Exception):
     pass
 
@@ -266,13 +325,21 @@ def main() -> None:
                         help="for --recbole-train: stop RecBole after this many seconds")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="for --recbole-train: RecBole's training batch")
+    parser.add_argument("--memory", action="store_true",
+                        help="peak resident memory of training, ours (3 epochs) and RecBole's "
+                             "(--recbole-batches steps), each in a fresh process")
     parser.add_argument("--data", type=Path, default=ML1M,
                         help="another dataset (to try the script out on a small one)")
     parser.add_argument("--format", default="sequences")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
-    _, split = load_split(args.data, args.format)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.memory:
+        report = memory(3, args.recbole_batches)
+        (args.out / "sasrec_ml1m_memory.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report, indent=2))
+        return
+    _, split = load_split(args.data, args.format)
     if args.recbole_train:
         report = {"recbole_trained": recbole_train(split, args.device, args.time_limit,
                                                    args.batch_size)}

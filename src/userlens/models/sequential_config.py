@@ -65,9 +65,10 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
     n_heads: int = Field(default=1, gt=0)
     ff_mult: int = Field(default=1, gt=0)
     """Feed-forward width as a multiple of dim (SASRec uses 1)."""
-    layout: Literal["sasrec", "pre_norm"] = "sasrec"
+    layout: Literal["sasrec", "pre_norm", "post_norm"] = "sasrec"
     """Block layout: SASRec's reference code (normalised queries, un-normalised keys and
-    values, residuals from the normalised input) or standard pre-norm."""
+    values, residuals from the normalised input), standard pre-norm, or post-norm (the
+    Transformer/BERT layout, with BERT's LayerNorm on the embeddings)."""
     activation: Literal["relu", "gelu"] = "relu"
     init_std: float = Field(default=0.02, gt=0)
     scale_embeddings: bool = True
@@ -89,7 +90,9 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
 class BERT4RecConfig(SASRecConfig, frozen=True, extra="forbid"):
     n_heads: int = Field(default=2, gt=0)
     ff_mult: int = Field(default=4, gt=0)
-    layout: Literal["sasrec", "pre_norm"] = "pre_norm"
+    layout: Literal["sasrec", "pre_norm", "post_norm"] = "pre_norm"
+    """Pre-norm by default (what our ML-1M numbers were measured with); "post_norm" is the
+    layout of BERT4Rec's paper and code and of the HuggingFace BERT that K&V trained."""
     activation: Literal["relu", "gelu"] = "gelu"
     scale_embeddings: bool = False
     dropout: float = Field(default=0.1, ge=0, lt=1)

@@ -64,6 +64,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"loss_mean": "batch"}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
+    ("bert4rec", {**BERT_TINY, "layout": "post_norm"}),
 ])
 def test_learns_a_deterministic_next_item(name, params):
     events = cycles()
@@ -98,6 +99,39 @@ def test_positions_from_start_make_appending_leave_the_past_alone():
     qkv = encoder.blocks[0].qkv.weight
     bound = (6 / (qkv.shape[0] + qkv.shape[1])) ** 0.5
     assert qkv.abs().max() <= bound and qkv.std() > 0.5 * bound / 3 ** 0.5
+
+
+def test_post_norm_block_matches_torch_transformer_encoder_layer():
+    torch.manual_seed(0)
+    encoder = TransformerSequenceEncoder(20, 16, 1, 2, 10, 0.0, causal=False, ff_mult=4,
+                                         layout="post_norm").eval()
+    block = encoder.blocks[0]
+    reference = torch.nn.TransformerEncoderLayer(16, 2, 64, dropout=0.0, activation="gelu",
+                                                 batch_first=True, norm_first=False).eval()
+    with torch.no_grad():
+        reference.self_attn.in_proj_weight.copy_(block.qkv.weight)
+        reference.self_attn.in_proj_bias.copy_(torch.randn(48))
+        block.qkv.bias.copy_(reference.self_attn.in_proj_bias)
+        reference.self_attn.out_proj.weight.copy_(block.attention_out.weight)
+        reference.self_attn.out_proj.bias.copy_(block.attention_out.bias)
+        reference.linear1.weight.copy_(block.ff_in.weight)
+        reference.linear1.bias.copy_(block.ff_in.bias)
+        reference.linear2.weight.copy_(block.ff_out.weight)
+        reference.linear2.bias.copy_(block.ff_out.bias)
+        for ours, theirs in ((block.attention_norm, reference.norm1),
+                             (block.ff_norm, reference.norm2)):
+            ours.weight.copy_(torch.rand(16) + 0.5)
+            ours.bias.copy_(torch.randn(16))
+            theirs.weight.copy_(ours.weight)
+            theirs.bias.copy_(ours.bias)
+    x = torch.randn(3, 7, 16)
+    no_mask = torch.zeros(1, 1, 7, 7)
+    torch.testing.assert_close(block(x, no_mask), reference(x))
+    # the encoder normalises its embeddings and returns the last block's output as it is
+    tokens = torch.tensor([[3, 5, 7, 9]])
+    embedded = encoder.final_norm(encoder.item_embedding(tokens)
+                                  + encoder.position_embedding(encoder.positions(tokens, 10)))
+    torch.testing.assert_close(encoder(tokens), block(embedded, encoder.attention_bias(tokens)))
 
 
 def test_bidirectional_encoder_sees_the_future():

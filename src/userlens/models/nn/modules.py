@@ -42,9 +42,11 @@ def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
 
 
 class TransformerBlock(nn.Module):
-    """Self-attention + feed-forward block, in one of two layouts.
+    """Self-attention + feed-forward block, in one of three layouts.
 
     ``"pre_norm"``: x + Attn(LN(x)), then x + FF(LN(x)) (the GPT-2 layout).
+    ``"post_norm"``: LN(x + Attn(x)), then LN(x + FF(x)) (the Transformer and BERT layout,
+    which BERT4Rec's paper and code use).
     ``"sasrec"``: the layout of SASRec's reference code: q = LN(x); x = q + Attn(q, x, x) with
     keys and values un-normalised and no dropout on the attention output (only on its
     weights); y = LN(x); x = y + FF(y).
@@ -66,7 +68,8 @@ class TransformerBlock(nn.Module):
         """(B, L, D) -> (B, L, D); ``attention_bias`` is (B or 1, 1, L, L) with -inf = masked."""
         batch, length, dim = x.shape
         heads, head_dim = self.n_heads, dim // self.n_heads
-        normed = self.attention_norm(x)  # (B, L, D)
+        post_norm = self.layout == "post_norm"
+        normed = x if post_norm else self.attention_norm(x)  # (B, L, D)
         if self.layout == "sasrec":
             w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
             b_q, b_kv = self.qkv.bias.split([dim, 2 * dim])
@@ -85,15 +88,21 @@ class TransformerBlock(nn.Module):
         if self.layout != "sasrec":  # SASRec's reference code adds attention output undropped
             attended = fast_dropout(attended, self.dropout, self.training)
         x = residual + attended
-        normed = self.ff_norm(x)
+        if post_norm:
+            x = self.attention_norm(x)
+        normed = x if post_norm else self.ff_norm(x)
         hidden = fast_dropout(self.activation(self.ff_in(normed)), self.dropout,
                               self.training)  # (B, L, ff)
         residual = normed if self.layout == "sasrec" else x
-        return residual + fast_dropout(self.ff_out(hidden), self.dropout, self.training)
+        x = residual + fast_dropout(self.ff_out(hidden), self.dropout, self.training)
+        return self.ff_norm(x) if post_norm else x
 
 
 class TransformerSequenceEncoder(nn.Module):
-    """Item + position embeddings, a stack of pre-norm transformer blocks, a final norm.
+    """Item + position embeddings, a stack of transformer blocks, a final norm.
+
+    With ``layout="post_norm"`` every block ends normalised, so the norm moves to the
+    embeddings instead (BERT's embedding LayerNorm) and the output is the last block's.
 
     ``causal=True`` is SASRec (Kang & McAuley, ICDM 2018): each position sees only the past.
     ``causal=False`` is BERT4Rec (Sun et al., CIKM 2019): every position sees the whole
@@ -114,7 +123,8 @@ class TransformerSequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList([
             TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, layout)
             for _ in range(n_blocks)])
-        self.final_norm = nn.LayerNorm(dim)
+        self.final_norm = nn.LayerNorm(dim)  # on the embeddings when post_norm (see above)
+        self.post_norm = layout == "post_norm"
         for module in self.modules():  # small normal init, as in BERT/GPT-2 and SASRec's ports
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=init_std)
@@ -144,11 +154,13 @@ class TransformerSequenceEncoder(nn.Module):
         x = self.item_embedding(tokens) * self.embedding_scale + self.position_embedding(
             self.positions(tokens, self.max_len))  # (B, L, D)
         keep = (~pad).unsqueeze(-1)  # (B, L, 1)
+        if self.post_norm:
+            x = self.final_norm(x)
         x = fast_dropout(x, self.dropout, self.training) * keep
         bias = self.attention_bias(tokens)
         for block in self.blocks:
             x = block(x, bias) * keep  # (B, L, D); pads stay zero
-        return self.final_norm(x)
+        return x if self.post_norm else self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
         """(n_items, D) output embeddings, tied with the input item embeddings."""

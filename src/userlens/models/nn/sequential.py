@@ -265,6 +265,10 @@ class BERT4Rec(SequentialRecommender):
     Each position is masked with ``mask_prob`` (at least one per sequence), the masked
     input is replaced by a [MASK] token so the target is never visible, and the loss is
     taken at masked positions. To recommend, a [MASK] is appended to the history.
+
+    Deviations from the paper, by default: pre-norm blocks (the paper's are post-norm,
+    ``layout="post_norm"``), no output bias or projection before the tied item embeddings
+    (as Klenitskiy & Vasilev's replication), and at least one target per sequence.
     """
 
     name = "bert4rec"

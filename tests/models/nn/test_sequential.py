@@ -129,7 +129,7 @@ def test_post_norm_block_matches_torch_transformer_encoder_layer():
     torch.testing.assert_close(block(x, no_mask), reference(x))
     # the encoder normalises its embeddings and returns the last block's output as it is
     tokens = torch.tensor([[3, 5, 7, 9]])
-    embedded = encoder.final_norm(encoder.item_embedding(tokens)
+    embedded = encoder.embedding_norm(encoder.item_embedding(tokens)
                                   + encoder.position_embedding(encoder.positions(tokens, 10)))
     torch.testing.assert_close(encoder(tokens), block(embedded, encoder.attention_bias(tokens)))
 

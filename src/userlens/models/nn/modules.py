@@ -123,8 +123,9 @@ class TransformerSequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList([
             TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, layout)
             for _ in range(n_blocks)])
-        self.final_norm = nn.LayerNorm(dim)  # on the embeddings when post_norm (see above)
-        self.post_norm = layout == "post_norm"
+        post_norm = layout == "post_norm"  # blocks end normalised: norm the embeddings instead
+        self.embedding_norm = nn.LayerNorm(dim) if post_norm else nn.Identity()
+        self.final_norm = nn.Identity() if post_norm else nn.LayerNorm(dim)
         for module in self.modules():  # small normal init, as in BERT/GPT-2 and SASRec's ports
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=init_std)
@@ -154,13 +155,11 @@ class TransformerSequenceEncoder(nn.Module):
         x = self.item_embedding(tokens) * self.embedding_scale + self.position_embedding(
             self.positions(tokens, self.max_len))  # (B, L, D)
         keep = (~pad).unsqueeze(-1)  # (B, L, 1)
-        if self.post_norm:
-            x = self.final_norm(x)
-        x = fast_dropout(x, self.dropout, self.training) * keep
+        x = fast_dropout(self.embedding_norm(x), self.dropout, self.training) * keep
         bias = self.attention_bias(tokens)
         for block in self.blocks:
             x = block(x, bias) * keep  # (B, L, D); pads stay zero
-        return x if self.post_norm else self.final_norm(x)
+        return self.final_norm(x)
 
     def item_weights(self) -> torch.Tensor:
         """(n_items, D) output embeddings, tied with the input item embeddings."""

@@ -19,7 +19,6 @@ those ties another way. This script measures, from the shared data alone:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 from collections import defaultdict
 from itertools import combinations
@@ -27,32 +26,23 @@ from pathlib import Path
 
 import numpy as np
 
+from userlens.data import read
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ml-1m"
 
 
-def read_sequences(path: Path) -> dict[int, dict[int, int]]:
-    """user id -> {movie id: position in the user's sequence}."""
-    positions = {}
-    with gzip.open(path, "rt") as handle:
-        for line in handle:
-            if line.startswith("#"):
-                continue
-            user, items = line.rstrip("\n").split("\t")
-            positions[int(user)] = {int(item): i for i, item in enumerate(items.split())}
-    return positions
-
-
-def read_rated_rows(path: Path) -> dict[int, list[tuple[int, int]]]:
-    """user id -> [(movie id, timestamp)] in the file's row order."""
-    rows = defaultdict(list)
-    with open(path) as handle:
-        for number, line in enumerate(handle, start=1):
-            fields = line.strip().split("::")
-            if len(fields) != 4:
-                raise ValueError(f"{path}:{number}: expected user::movie::rating::timestamp")
-            rows[int(fields[0])].append((int(fields[1]), int(fields[3])))
-    return rows
+def events_by_user(path: Path, data_format: str) -> dict[str, list[tuple[str, int]]]:
+    """External user id -> [(external item id, timestamp)] in the file's row order. The
+    sequences format numbers each user's events 0, 1, ... as its timestamps."""
+    data = read(path, data_format)
+    events = data.interactions
+    users = data.users.external(events.user_idx)
+    items = data.items.external(events.item_idx)
+    by_user = defaultdict(list)
+    for row in np.argsort(events.row_id, kind="stable"):
+        by_user[users[row]].append((items[row], int(events.timestamp[row])))
+    return by_user
 
 
 def measure(positions, rows, seed: int = 0) -> dict:
@@ -60,7 +50,8 @@ def measure(positions, rows, seed: int = 0) -> dict:
     tied = tied_kept = 0
     orders = defaultdict(list)  # (a, b) with a < b -> [row order puts a first?] per user
     for user, rated in rows.items():
-        position, last = positions[user], len(positions[user]) - 1
+        position = dict(positions[user])  # item -> place in the user's sequence
+        last = len(position) - 1
         for (first, t_first), (second, t_second) in combinations(rated, 2):
             low, high = sorted((first, second))
             orders[(low, high)].append(first == low)
@@ -97,8 +88,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    positions = read_sequences(DATA / "ml-1m_user_sequences.tsv.gz")
-    rows = read_rated_rows(DATA / "test_ratings.dat")
+    positions = events_by_user(DATA / "ml-1m_user_sequences.tsv.gz", "sequences")
+    rows = events_by_user(DATA / "test_ratings.dat", "movielens")
     result = measure(positions, rows)
     text = json.dumps(result, indent=2)
     print(text)

@@ -30,7 +30,6 @@ import resource
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -172,12 +171,13 @@ def _peak_rss_bytes() -> int:
 
 def _train_ours_for_memory(queue, epochs: int) -> None:
     """Child process: our shipped SASRec config, ``epochs`` epochs, all cores."""
+    from userlens.evaluation.experiment import load_config
     from userlens.models import create
 
     _, split = load_split()
     loaded = _peak_rss_bytes()
-    config = tomllib.loads((ROOT / "configs" / "ml-1m-sasrec.toml").read_text())
-    params = {**config["models"][0]["params"], "max_epochs": epochs}
+    config = load_config(ROOT / "configs" / "ml-1m-sasrec.toml")
+    params = {**config.models[0].params, "max_epochs": epochs}
     started = time.perf_counter()
     create("sasrec", params).fit(split.train, seed=0)
     queue.put({"epochs": epochs, "seconds": time.perf_counter() - started,
@@ -358,7 +358,7 @@ def main() -> None:
         report["recbole"] = recbole_sasrec(split, args.recbole_batches)
         report["epoch_speedup"] = (report["recbole"]["epoch_seconds_extrapolated"]
                                    / report["userlens"]["median_epoch_seconds"])
-    report["process_peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    report["process_peak_rss_bytes"] = _peak_rss_bytes()
     (args.out / "sasrec_ml1m.json").write_text(json.dumps(report, indent=2))
     plot(report, args.out / "sasrec_ml1m.png")
     print(json.dumps(report, indent=2))

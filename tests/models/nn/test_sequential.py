@@ -8,9 +8,10 @@ from userlens.data import leave_one_out
 from userlens.data.interactions import Histories
 from userlens.evaluation import evaluate
 from userlens.models import create
+from userlens.models.base import top_k
 from userlens.models.nn import losses
 from userlens.models.nn.modules import TransformerSequenceEncoder
-from userlens.models.nn.sequential import BERT4Rec, GRU4Rec, SASRec
+from userlens.models.nn.sequential import BERT4Rec, GRU4Rec, SASRec, target_ranks
 from userlens.models.sequential_config import BERT4RecConfig, GRU4RecConfig, SASRecConfig
 
 TINY = dict(dim=16, max_len=8, batch_size=8, max_epochs=60, dropout=0.0, learning_rate=0.02,
@@ -228,6 +229,19 @@ def test_early_stopping_restores_the_best_epoch():
     # the restored weights reproduce the best validation score
     result = evaluate(model, split, ["ndcg@10"], stage="valid")
     assert result.means()["ndcg@10"] == pytest.approx(best, abs=1e-6)
+
+
+def test_target_ranks_are_the_positions_top_k_gives_ties_included():
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(64, 30)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.2] = -np.inf  # seen items, also tied
+    targets = rng.integers(0, 30, size=64)
+    ranking, _ = top_k(scores, 30)
+    expected = (ranking == targets[:, None]).argmax(axis=1)
+    for k in (30, 10, 1):  # ranks from k on read as k
+        got = target_ranks(torch.from_numpy(scores), torch.from_numpy(targets), k)
+        np.testing.assert_array_equal(got.numpy(), np.minimum(expected, k))
+    assert len(set(expected.tolist())) > 10  # the targets land all over the rankings
 
 
 @pytest.mark.slow

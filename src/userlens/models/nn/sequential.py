@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from userlens.data.interactions import Histories, Interactions
-from userlens.models.base import Recommender, mask_seen, top_k
+from userlens.models.base import Recommender
 from userlens.models.nn import losses
 from userlens.models.nn.modules import PAD, GRUSequenceEncoder, TransformerSequenceEncoder
 from userlens.models.nn.trainer import all_reduce_sum, pad_right, train, world
@@ -35,6 +35,27 @@ def resolve_device(name: str) -> torch.device:
         rank, world_size = world()
         return torch.device("cuda", rank % torch.cuda.device_count())
     return torch.device("cpu")
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """(B,) 0-based position of each row's target in its ranking, or ``k`` where it is k-th or
+    later. The position counts the items scored above the target plus those tied with it at a
+    lower index, which is where :func:`top_k` puts it. Only rows whose target reaches the k-th
+    best score are counted in full, so validation ranks on the model's device with one top-k
+    and no copy of the scores to numpy."""
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    target_scores = scores.gather(1, targets.view(-1, 1))  # (B, 1)
+    kth = torch.topk(scores, k, dim=1).values[:, -1:]  # (B, 1); a lower target is k-th or later
+    ranks = torch.full((n_rows,), k, dtype=torch.long, device=scores.device)
+    near = torch.nonzero((target_scores >= kth).view(-1)).view(-1)  # (b,)
+    if len(near):
+        near_scores, near_targets = scores[near], target_scores[near]  # (b, N), (b, 1)
+        columns = torch.arange(n_cols, device=scores.device)  # (N,)
+        ahead = (near_scores > near_targets) | ((near_scores == near_targets)
+                                                & (columns < targets[near].view(-1, 1)))
+        ranks[near] = ahead.sum(dim=1).clamp(max=k)
+    return ranks
 
 
 class SequentialRecommender(Recommender):
@@ -180,11 +201,14 @@ class SequentialRecommender(Recommender):
             for start in range(0, len(mine), self.config.inference_batch_size):
                 part = histories.slice(start, min(start + self.config.inference_batch_size,
                                                   len(mine)))
-                scores = mask_seen(np.array(self.score(part), copy=True), part)
-                items, _ = top_k(scores, 10)
-                hit = items == target[mine[start:start + len(part)]][:, None]
-                rank_of_hit = hit.argmax(axis=1)
-                total += float((hit.any(axis=1) / np.log2(rank_of_hit + 2)).sum())
+                scores = self._device_scores(part)  # (B, n_items), on the model's device
+                rows = np.repeat(np.arange(len(part)), part.lengths())
+                scores[torch.from_numpy(rows).to(scores.device),
+                       torch.from_numpy(part.item_idx.astype(np.int64)).to(scores.device)] = (
+                    float("-inf"))  # the user's own items, as in evaluation
+                targets = torch.from_numpy(target[mine[start:start + len(part)]])
+                ranks = target_ranks(scores, targets.to(scores.device), 10).double()  # (B,)
+                total += float(torch.where(ranks < 10, 1.0 / torch.log2(ranks + 2), 0.0).sum())
             total, count = all_reduce_sum([total, float(len(mine))], self.device_)
             return total / max(count, 1.0)
 
@@ -193,8 +217,12 @@ class SequentialRecommender(Recommender):
     def user_embeddings(self, histories: Histories) -> np.ndarray:
         """(B, dim) hidden state after each history's last event (zeros for empty ones)."""
         self._check_fitted(histories)
+        return self._user_hidden(histories).cpu().numpy()
+
+    def _user_hidden(self, histories: Histories) -> torch.Tensor:
+        """(B, dim) float32 user vectors on the model's device (zeros for empty histories)."""
         lengths = histories.lengths()
-        out = np.zeros((len(histories), self.config.dim), np.float32)
+        out = torch.zeros((len(histories), self.config.dim), device=self.device_)
         rows = np.flatnonzero(lengths > 0)
         rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
         step = self.config.inference_batch_size
@@ -209,7 +237,8 @@ class SequentialRecommender(Recommender):
                 tokens_t = torch.from_numpy(tokens).to(self.device_)
                 hidden = module(tokens_t)  # (B, L, D)
                 last = torch.from_numpy((tokens != PAD).sum(axis=1) - 1).to(self.device_)
-                out[chunk] = hidden[torch.arange(len(chunk)), last].float().cpu().numpy()
+                out[torch.from_numpy(chunk).to(self.device_)] = hidden[
+                    torch.arange(len(chunk), device=self.device_), last].float()
         module.train(was_training)
         return out
 
@@ -217,11 +246,14 @@ class SequentialRecommender(Recommender):
         with torch.no_grad():
             return self.module_.item_weights().float().cpu().numpy()
 
+    def _device_scores(self, histories: Histories) -> torch.Tensor:
+        """(B, n_items) float32 scores, left on the model's device (validation ranks there)."""
+        with torch.no_grad():  # not inference_mode: validation writes -inf into the result
+            weights = self.module_.item_weights().detach().float()  # (n_items, D)
+            return self._user_hidden(histories) @ weights.T
+
     def _score(self, histories: Histories) -> np.ndarray:
-        users = torch.from_numpy(self.user_embeddings(histories))
-        with torch.no_grad():
-            weights = self.module_.item_weights().detach().float().cpu()
-            return (users @ weights.T).numpy()
+        return self._device_scores(histories).cpu().numpy()
 
     def _state(self) -> dict[str, np.ndarray]:
         return {f"param.{name}": tensor.detach().float().cpu().numpy()
@@ -267,7 +299,8 @@ class BERT4Rec(SequentialRecommender):
     taken at masked positions. To recommend, a [MASK] is appended to the history.
 
     Deviations from the paper, by default: pre-norm blocks (the paper's are post-norm,
-    ``layout="post_norm"``), no output bias or projection before the tied item embeddings
+    ``layout="post_norm"``, which ``configs/beauty-bert4rec.toml`` uses with mask 0.4: best
+    on Beauty's validation), no output bias or projection before the tied item embeddings
     (as Klenitskiy & Vasilev's replication), and at least one target per sequence.
     """
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from userlens.data import leave_one_out, read
+from userlens.evaluation.metrics import ndcg
 from userlens.models import create
 from userlens.models.base import mask_seen, top_k
 
@@ -39,8 +40,8 @@ def numpy_ndcg(model, histories, targets: np.ndarray, batch: int) -> float:
         part = histories.slice(start, min(start + batch, len(histories)))
         scores = mask_seen(np.array(model.score(part), copy=True), part)
         items, _ = top_k(scores, 10)
-        hit = items == targets[start:start + len(part)][:, None]
-        total += float((hit.any(axis=1) / np.log2(hit.argmax(axis=1) + 2)).sum())
+        hits = items == targets[start:start + len(part)][:, None]
+        total += float(ndcg(hits, np.ones(len(part), np.int64), 10).sum())
     return total / len(histories)
 
 
@@ -62,10 +63,7 @@ def main() -> None:
     model.fit(split.train.take(few), seed=0)
     validate = model._validator(split.train, split.valid, 0)
 
-    target = np.full(split.train.n_users, -1, np.int64)
-    target[split.valid.user_idx] = split.valid.item_idx
-    users = np.flatnonzero((target >= 0) & (split.train.user_counts() > 0))
-    users = np.sort(np.random.default_rng(0).choice(users, 10000, replace=False))
+    users, target = model._validation_users(split.train, split.valid, 0)  # the same users
     histories = split.train.histories(users)
 
     timings: dict[str, list[float]] = {"device": [], "numpy": []}

@@ -182,9 +182,10 @@ class SequentialRecommender(Recommender):
 
     _min_training_length = 2
 
-    def _validator(self, train_events: Interactions, valid: Interactions,
-                   seed: int) -> Callable[[], float]:
-        """NDCG@10 of each validation item, ranked from the user's train history."""
+    def _validation_users(self, train_events: Interactions, valid: Interactions,
+                          seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(users validated on, sorted; each user's validation item, -1 for none): users with
+        a validation item and a train history, at most ``max_valid_users`` drawn by seed."""
         target = np.full(train_events.n_users, -1, np.int64)
         target[valid.user_idx] = valid.item_idx
         has_history = train_events.user_counts() > 0
@@ -192,6 +193,12 @@ class SequentialRecommender(Recommender):
         if self.config.max_valid_users and len(users) > self.config.max_valid_users:
             users = np.sort(np.random.default_rng(seed).choice(
                 users, self.config.max_valid_users, replace=False))
+        return users, target
+
+    def _validator(self, train_events: Interactions, valid: Interactions,
+                   seed: int) -> Callable[[], float]:
+        """NDCG@10 of each validation item, ranked from the user's train history."""
+        users, target = self._validation_users(train_events, valid, seed)
         rank, world_size = world()
         mine = users[rank::world_size]
         histories = train_events.histories(mine)

@@ -11,7 +11,10 @@ export OPENBLAS_NUM_THREADS ?= 1
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[dev,torch,serve]"
+	# the CPU build of torch, pinned here (an unpinned torch pulls the multi-GB CUDA build)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-e ".[dev,torch,serve,ann,plot]"
 	touch $@
 
 demo: $(BIN)/.installed
@@ -25,8 +28,8 @@ demo: $(BIN)/.installed
 # Serve the demo's EASE model with every ML-1M event loaded (run `make demo` first or not).
 serve: $(BIN)/.installed
 	test -f runs/ml-1m-baselines/ease/model/model.json || $(BIN)/userlens run configs/ml-1m-baselines.toml
-	test -f runs/ml-1m-baselines/ease.events.db || \
-		$(BIN)/userlens import-events configs/ml-1m-baselines.toml --artefact runs/ml-1m-baselines/ease
+	# events live in $$USERLENS_HOME/events.db (never in runs/); importing twice adds nothing
+	$(BIN)/userlens import-events configs/ml-1m-baselines.toml
 	$(BIN)/userlens serve runs/ml-1m-baselines/ease
 
 test: $(BIN)/.installed

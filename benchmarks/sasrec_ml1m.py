@@ -37,7 +37,7 @@ import numpy as np
 from userlens.data import k_core, leave_one_out, read
 from userlens.data.interactions import Histories
 from userlens.evaluation import evaluate
-from userlens.models.base import Recommender
+from userlens.models.registry import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 ML1M = ROOT.parent / "shared" / "data" / "ml-1m" / "ml-1m_user_sequences.tsv.gz"
@@ -49,7 +49,7 @@ def load_split(path: Path = ML1M, data_format: str = "sequences"):
 
 
 def ours(run_dir: Path, split) -> dict:
-    model = Recommender.load(run_dir / "model")
+    model = load_model(run_dir / "model")
     run = trained_run(run_dir)
     reached = next((t for t, ndcg in run["curve"] if ndcg is not None and ndcg >= 0.18), None)
     # epoch time on all cores, measured here: the artefact may come from a run that shared
@@ -171,7 +171,7 @@ def _peak_rss_bytes() -> int:
 
 def _train_ours_for_memory(queue, epochs: int) -> None:
     """Child process: our shipped SASRec config, ``epochs`` epochs, all cores."""
-    from userlens.evaluation.experiment import load_config
+    from userlens.config import load_config
     from userlens.models import create
 
     _, split = load_split()

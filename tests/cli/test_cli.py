@@ -37,13 +37,18 @@ def test_run_json_has_the_documented_shape(tmp_path, log_file):
     result = runner.invoke(app, ["run", str(config), "--json", "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert set(report) == {"name", "data", "split", "protocol", "results"}
+    assert set(report) == {"name", "data", "split", "tie_rule", "protocol", "results"}
+    assert report["tie_rule"] == "file order"
     assert report["data"] == {"users": 60, "items": 24, "interactions": 420}
     assert report["protocol"] == "full" and report["split"] == "leave_one_out"
     assert [r["model"] for r in report["results"]] == ["most_popular", "ease"]
     for entry in report["results"]:
-        assert set(entry) == {"model", "metrics", "fit_seconds", "eval_seconds"}
+        assert set(entry) == {"model", "metrics", "ci95", "users", "targets_dropped",
+                              "fit_seconds", "eval_seconds"}
         assert set(entry["metrics"]) == {"hr@5", "ndcg@5"}
+        assert entry["users"] == 60 and entry["targets_dropped"] == 0
+        low, high = entry["ci95"]["hr@5"]
+        assert low <= entry["metrics"]["hr@5"] <= high
     ease, popular = report["results"][1]["metrics"], report["results"][0]["metrics"]
     assert ease["hr@5"] > popular["hr@5"]
     artefact = tmp_path / "out" / "ease"
@@ -163,7 +168,7 @@ CONFIGS = sorted((__import__("pathlib").Path(__file__).parents[2] / "configs").g
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_config_validates(path):
-    from userlens.evaluation.experiment import load_config
+    from userlens.config import load_config
     from userlens.models.registry import config_class
 
     config = load_config(path)

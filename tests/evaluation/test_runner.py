@@ -113,10 +113,8 @@ def test_repeat_targets_are_removed_and_counted():
 
 
 def test_compare_runs_detects_a_real_difference(tmp_path):
-    from userlens.evaluation.experiment import (
-        ExperimentConfig,
-        run_experiment,
-    )
+    from userlens.config import ExperimentConfig
+    from userlens.evaluation.experiment import run_experiment
 
     users, items = [], []
     rng = np.random.default_rng(1)

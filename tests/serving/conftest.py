@@ -89,8 +89,10 @@ def db_url(request, tmp_path):
 
 
 def make_client(artefact: Path, url: str, **settings) -> tuple[TestClient, Storage]:
-    # no trending cache: tests look at the effect of an event at once
-    config = ServeSettings(artefact=artefact, db=url, **{"trending_cache_seconds": 0, **settings})
+    # no trending cache: tests look at the effect of an event at once; reloads may come from
+    # anywhere under pytest's base temporary folder
+    defaults = {"trending_cache_seconds": 0, "artefact_root": Path(artefact).parents[1]}
+    config = ServeSettings(artefact=artefact, db=url, **{**defaults, **settings})
     storage = Storage(url)
     engine = Engine.load(artefact, max_history=config.max_history)
     return TestClient(create_app(engine, storage, config)), storage

@@ -50,7 +50,7 @@ def test_unknown_user_gets_the_fallback(client):
     assert len(body["items"]) == 5
     assert {i["source"] for i in body["items"]} == {"popular"}
     # recent events make items trending, ahead of training popularity
-    post_history(client, "carol", [9, 9, 8], start=__import__("time").time())
+    post_history(client, "carol", [9, 9, 8], start=__import__("time").time() - 10)
     body = recommended(client, "nobody", k=3)
     assert [(i["item_id"], i["source"], i["score"]) for i in body["items"][:2]] == [
         ("m9", "trending", 2.0), ("m8", "trending", 1.0)]
@@ -162,7 +162,7 @@ def test_oversized_bodies_are_refused(ease_artefact, db_url):
     storage.close()
 
 
-def test_api_key_guards_writes_and_admin_only(ease_artefact, db_url):
+def test_api_key_guards_writes_reads_of_users_and_admin(ease_artefact, db_url):
     client, storage = make_client(ease_artefact, db_url, api_key="s3cret")
     with client:
         event = {"events": [{"user_id": "u", "item_id": "m1"}]}
@@ -175,7 +175,11 @@ def test_api_key_guards_writes_and_admin_only(ease_artefact, db_url):
                            headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert client.delete("/users/u").status_code == 401
         assert client.post("/admin/reload").status_code == 401
-        assert client.get("/users/u/recommendations").status_code == 200
+        # reads of personal data need a key too; anonymous sessions and items do not
+        assert client.get("/users/u/recommendations").status_code == 401
+        assert client.get("/users/u/recommendations",
+                          headers={"X-API-Key": "s3cret"}).status_code == 200
+        assert client.post("/recommendations", json={"history": ["m1"]}).status_code == 200
     storage.close()
 
 
@@ -196,8 +200,9 @@ def test_reload_swaps_atomically_and_survives_a_bad_artefact(client, ease_artefa
     (broken / "model" / "arrays.npz").write_bytes(b"not a zip file")
     failed = client.post("/admin/reload", json={"path": str(broken)})
     assert failed.status_code == 409 and "still serving pop-" in failed.json()["detail"]
+    assert str(tmp_path) not in failed.text  # no paths echoed
     missing = client.post("/admin/reload", json={"path": str(tmp_path / "nowhere")})
-    assert missing.status_code == 404 and "not a userlens artefact" in missing.text
+    assert missing.status_code == 409 and str(tmp_path) not in missing.text
     assert client.get("/health").json()["model"]["name"] == "most_popular"
     assert client.get("/users/x/recommendations").status_code == 200
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -21,12 +22,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(artefact, url: str, port: int, workers: int = 1) -> subprocess.Popen:
+def start_server(artefact, url: str, port: int, workers: int = 1,
+                 root=None) -> subprocess.Popen:
     process = subprocess.Popen(
         [sys.executable, "-m", "userlens.cli.main", "serve", str(artefact), "--db", url,
          "--port", str(port), "--workers", str(workers)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        env={**os.environ, "USERLENS_RELOAD_POLL_SECONDS": "0.2"})
+        env={**os.environ, "USERLENS_RELOAD_POLL_SECONDS": "0.2",
+             "USERLENS_ARTEFACT_ROOT": str(root or Path(artefact).parent)})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -96,7 +99,8 @@ def test_two_worker_processes_serve_and_reload_together(ease_artefact, tmp_path)
     other = write_artefact(tmp_path / "pop", MostPopular().fit(two_groups_events()), 10,
                            label="pop")
     port = free_port()
-    server = start_server(ease_artefact, f"sqlite:///{tmp_path / 'e.db'}", port, workers=2)
+    server = start_server(ease_artefact, f"sqlite:///{tmp_path / 'e.db'}", port, workers=2,
+                          root=tmp_path)
     base = f"http://127.0.0.1:{port}"
 
     def health_count() -> float:

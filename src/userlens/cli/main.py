@@ -14,10 +14,29 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="userlens: user models from event logs, evaluated honestly.")
-datasets_app = typer.Typer(no_args_is_help=True, help="Public datasets: list and fetch.")
+datasets_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                           help="Public datasets: list and fetch.")
 app.add_typer(datasets_app, name="datasets")
+models_app = typer.Typer(invoke_without_command=True, rich_markup_mode=None,
+                         help="The models userlens can train, and their parameters.")
+app.add_typer(models_app, name="models")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from userlens import __version__
+
+        print(f"userlens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version_callback, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """userlens: user models from event logs, evaluated honestly."""
 
 err = Console(stderr=True)
 # Tables are wide; when piped (CI logs, files) do not squeeze them into 80 columns.
@@ -42,10 +61,10 @@ def _fail(message: str) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
+    from userlens.config import ConfigError
     from userlens.data.filters import EmptyDatasetError
     from userlens.data.readers import DataFormatError
     from userlens.data.splits import LeakageError
-    from userlens.evaluation.experiment import ConfigError
 
     return (ConfigError, DataFormatError, EmptyDatasetError, LeakageError, FileNotFoundError,
             KeyError, ValueError, MemoryError)
@@ -61,7 +80,8 @@ def run(
                                             "gloo on CPU, nccl on GPU)")] = 1,
 ) -> None:
     """Read, filter, split, fit every model, evaluate, and print the leaderboard."""
-    from userlens.evaluation.experiment import load_config, run_experiment
+    from userlens.config import load_config
+    from userlens.evaluation.experiment import run_experiment
     from userlens.evaluation.report import leaderboard_table, plot_leaderboard
 
     try:
@@ -108,7 +128,7 @@ def run(
                 return
         else:
             with progress:
-                report = run_experiment(experiment, target, base_dir=config.parent.parent,
+                report = run_experiment(experiment, target,
                                         mirror=_mirror(), data_home=_data_home(),
                                         on_event=on_event)
     except _user_errors() as error:
@@ -116,8 +136,10 @@ def run(
     if plot is not None:
         plot_leaderboard(report, plot)
     if json_output:
-        print(json.dumps({k: report[k] for k in ("name", "data", "split", "protocol")}
-                         | {"results": [{k: r[k] for k in ("model", "metrics", "fit_seconds",
+        print(json.dumps({k: report[k] for k in ("name", "data", "split", "tie_rule",
+                                                 "protocol")}
+                         | {"results": [{k: r[k] for k in ("model", "metrics", "ci95", "users",
+                                                          "targets_dropped", "fit_seconds",
                                                           "eval_seconds")}
                                         for r in report["results"]]}))
         return
@@ -134,11 +156,11 @@ def _print_event(event: str, payload: dict) -> None:
 
 def _distributed_worker(rank: int, world_size: int, config: Path, target: Path,
                         mirror: Path | None, data_home: Path) -> dict | None:
-    from userlens.evaluation.experiment import load_config, run_experiment
+    from userlens.config import load_config
+    from userlens.evaluation.experiment import run_experiment
 
-    return run_experiment(load_config(config), target, base_dir=config.parent.parent,
-                          mirror=mirror, data_home=data_home, on_event=_print_event,
-                          rank=rank, world_size=world_size)
+    return run_experiment(load_config(config), target, mirror=mirror, data_home=data_home,
+                          on_event=_print_event, rank=rank, world_size=world_size)
 
 
 def _run_distributed(config: Path, target: Path, nproc: int) -> dict | None:
@@ -227,84 +249,89 @@ def compare(
 def serve(
     artefact: Annotated[Path, typer.Argument(help="artefact dir to serve (runs/NAME/MODEL)")],
     db: Annotated[str | None, typer.Option(
-        help="SQLAlchemy URL (default: SQLite file next to the artefact)")] = None,
+        help="SQLAlchemy URL (default: SQLite file $USERLENS_HOME/events.db)")] = None,
     host: Annotated[str | None, typer.Option(help="[default: 127.0.0.1]")] = None,
     port: Annotated[int | None, typer.Option(help="[default: 8000]")] = None,
     workers: Annotated[int | None, typer.Option(min=1, help="[default: 1]")] = None,
-    api_key: Annotated[str | None, typer.Option(
-        help="require this key on writes and admin routes")] = None,
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="allow a non-loopback host without API keys")] = False,
 ) -> None:
     """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn).
 
-    Every setting can also come from a USERLENS_* environment variable (USERLENS_DB,
-    USERLENS_API_KEY, USERLENS_MAX_BODY_BYTES, ...); flags win.
+    API keys come from the environment, never from flags: USERLENS_API_KEY (every scope) or
+    USERLENS_API_KEYS_FILE (lines of scope:key, scopes read, write, admin). Every other
+    setting can also come from a USERLENS_* variable (USERLENS_DB, USERLENS_HOME,
+    USERLENS_MAX_BODY_BYTES, ...); flags win.
     """
-    import uvicorn
     from pydantic import ValidationError
 
-    from userlens.serving.app import create_app, load_engine, served_state
+    from userlens.serving import server
+    from userlens.serving.app import create_app
     from userlens.serving.engine import ArtefactError
-    from userlens.serving.settings import ServeSettings
+    from userlens.serving.service import load_engine, served_state
+    from userlens.serving.settings import KeyFileError, ServeSettings
     from userlens.serving.storage import Storage
 
-    flags = {"db": db, "host": host, "port": port, "workers": workers, "api_key": api_key}
+    flags = {"db": db, "host": host, "port": port, "workers": workers,
+             "insecure": insecure or None}
     try:
         settings = ServeSettings(artefact=artefact,
                                  **{k: v for k, v in flags.items() if v is not None})
+        refusal = server.check_exposure(settings)
+        if refusal:
+            _fail(refusal)
         storage = Storage(settings.database_url())  # migrations run once, here
         engine = load_engine(artefact, settings)
-    except (ArtefactError, OSError, ValueError, ValidationError) as error:
+    except (ArtefactError, KeyFileError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))
     storage.set_state("artefact", served_state(engine))  # what every worker should serve
+    keys = "API keys required" if settings.keys() else "no API keys (loopback only)"
     err.print(f"serving {engine.version} ({engine.n_items:,} items) on "
-              f"http://{settings.host}:{settings.port} with {storage.dialect}; docs at /docs",
-              highlight=False)
+              f"http://{settings.host}:{settings.port}; events in {storage.url}; {keys}; "
+              "docs at /docs", highlight=False)
     if settings.workers == 1:
-        uvicorn.run(create_app(engine, storage, settings), host=settings.host,
-                    port=settings.port, log_level="warning")
+        server.run(settings, create_app(engine, storage, settings))
         return
     storage.close()
     del engine  # each worker loads its own copy
-    for key, value in settings.model_dump(exclude_none=True).items():
-        os.environ[f"USERLENS_{key.upper()}"] = str(value)
-    import tempfile
-
-    # workers write their metrics here and /metrics adds them up
-    metrics_dir = tempfile.mkdtemp(prefix="userlens-metrics-")
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    uvicorn.run("userlens.serving.app:app_from_environment", factory=True, host=settings.host,
-                port=settings.port, workers=settings.workers, log_level="warning")
+    server.run(settings)
 
 
 @app.command("import-events")
 def import_events(
     config: Annotated[Path, typer.Argument(help="experiment TOML whose [data] to import")],
-    db: Annotated[str | None, typer.Option(help="SQLAlchemy URL of the service database")] = None,
-    artefact: Annotated[Path | None, typer.Option(
-        help="or: the artefact whose default SQLite file to fill")] = None,
+    db: Annotated[str | None, typer.Option(
+        help="SQLAlchemy URL of the service database (default: $USERLENS_HOME/events.db)")
+    ] = None,
 ) -> None:
-    """Load a dataset's events into a service database, so its users are served at once."""
-    from userlens.evaluation.experiment import load_config, load_data
+    """Load a dataset's events (with their types) into a service database, so its users are
+    served at once. Importing the same log again adds nothing."""
+    from userlens.config import load_config
+    from userlens.pipeline import load_events_for_serving
     from userlens.serving.bulk import import_dataset
-    from userlens.serving.settings import ServeSettings
+    from userlens.serving.settings import default_home
     from userlens.serving.storage import Storage
 
-    if (db is None) == (artefact is None):
-        _fail("give exactly one of --db or --artefact")
-    url = db or ServeSettings(artefact=artefact).database_url()
+    home = Path(os.environ["USERLENS_HOME"]) if os.environ.get("USERLENS_HOME") \
+        else default_home()
+    if db is None:
+        home.mkdir(parents=True, exist_ok=True)
+    url = db or f"sqlite:///{home.resolve() / 'events.db'}"
     try:
         experiment = load_config(config)
-        dataset = load_data(experiment.data, base_dir=config.parent, mirror=_mirror(),
-                            data_home=_data_home())
+        dataset = load_events_for_serving(experiment.data, mirror=_mirror(),
+                                          data_home=_data_home())
         storage = Storage(url)
     except _user_errors() as error:
         _fail(str(error))
+    err.print(f"events database: {url}", highlight=False)
     with Progress(TextColumn("import events"), BarColumn(), TextColumn("{task.completed:,}"),
                   TimeElapsedColumn(), console=err) as bar:
         task = bar.add_task("events", total=len(dataset.interactions))
-        written = import_dataset(storage, dataset,
-                                 progress=lambda done, total: bar.update(task, completed=done))
-    out.print(f"{written:,} events imported into {url}")
+        written, existing = import_dataset(
+            storage, dataset, progress=lambda done, total: bar.update(task, completed=done))
+    out.print(f"{written:,} events imported into {url}"
+              + (f" ({existing:,} were there already)" if existing else ""))
 
 
 @datasets_app.command("list")

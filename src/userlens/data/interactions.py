@@ -292,8 +292,11 @@ class Histories:
 
     def to_csr(self, *, binary: bool = True) -> sp.csr_matrix:
         """(B, n_items) matrix; repeated items are summed, or set to 1 when binary."""
-        data = np.ones(len(self.item_idx), np.float32) if binary else self.value
-        matrix = sp.csr_matrix((data, self.item_idx, self.indptr),
+        # Copies: scipy keeps the arrays it is given and sum_duplicates sorts them in place,
+        # which would scramble this batch's chronological order for any later reader.
+        data = (np.ones(len(self.item_idx), np.float32) if binary
+                else np.array(self.value, np.float32, copy=True))
+        matrix = sp.csr_matrix((data, self.item_idx.copy(), self.indptr.copy()),
                                shape=(len(self), self.n_items))
         matrix.sum_duplicates()
         if binary:

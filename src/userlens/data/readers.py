@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import gzip
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import BaseModel
 
 from userlens.data.interactions import Dataset, IdIndex, Interactions, ItemCatalog, UserTable
 
@@ -25,9 +25,9 @@ class DataFormatError(ValueError):
     """A data file is malformed; the message names the file, line and field."""
 
 
-@dataclass(frozen=True)
-class ColumnMap:
-    """Which source columns hold the user, item, time, value and event type."""
+class ColumnMap(BaseModel, frozen=True, extra="forbid"):
+    """Which source columns hold the user, item, time, value and event type (also the
+    ``[data.columns]`` table of an experiment config)."""
 
     user: str = "user_id"
     item: str = "item_id"
@@ -210,7 +210,7 @@ def _check_field_counts(path: Path, separator: str, expected: int, header_lines:
 
 def read_table(
     path: str | Path,
-    columns: ColumnMap = ColumnMap(),
+    columns: ColumnMap | None = None,
     *,
     format: str | None = None,
     separator: str | None = None,
@@ -226,6 +226,7 @@ def read_table(
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     format = format or _guess_format(path)
+    columns = columns or ColumnMap()
     wanted = {"user_id": columns.user, "item_id": columns.item, "timestamp": columns.time,
               "value": columns.value, "event_type": columns.event_type}
     if format in ("csv", "tsv"):
@@ -248,7 +249,7 @@ def read_table(
         if source is None:
             continue
         if source not in raw.columns:
-            if target in ("user_id", "item_id") or source != ColumnMap.time:
+            if target in ("user_id", "item_id") or source != ColumnMap.model_fields["time"].default:
                 raise DataFormatError(f"{path}: column '{source}' (for {target}) not found; "
                                       f"columns are {[c for c in raw.columns if c != '_line']}")
             continue  # the default time column is optional

@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from userlens.artefact import read_evaluation
 
-def load_per_user(run_dir: Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    with np.load(run_dir / "per_user.npz", allow_pickle=False) as data:
-        values = {key: data[key] for key in data.files if key != "users"}
-        users = data["users"]
-    return manifest, values, users
+
+def _split_key(manifest: dict) -> dict:
+    """What decides which events are test targets: method, parameters, tie rule."""
+    split = manifest.get("split", {})
+    return split.get("parameters") or {"method": split.get("method")}
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
     """Paired t-test and Wilcoxon signed-rank test per metric on the users both runs share.
 
     Raises:
-        ValueError: when the runs were evaluated on different data or protocols.
+        ValueError: when the runs were evaluated on different data, splits (method,
+            parameters, seed where the split draws, tie rule) or protocols.
     """
     run_a, run_b = Path(run_a), Path(run_b)
-    manifest_a, values_a, users_a = load_per_user(run_a)
-    manifest_b, values_b, users_b = load_per_user(run_b)
+    manifest_a, values_a, users_a = read_evaluation(run_a)
+    manifest_b, values_b, users_b = read_evaluation(run_b)
     if manifest_a["data"]["fingerprint"] != manifest_b["data"]["fingerprint"]:
         raise ValueError(f"{run_a} and {run_b} were evaluated on different data (fingerprints "
                          "differ); a paired test needs the same users and targets")
+    split_a, split_b = _split_key(manifest_a), _split_key(manifest_b)
+    if split_a != split_b:
+        differ = sorted(k for k in set(split_a) | set(split_b)
+                        if split_a.get(k) != split_b.get(k))
+        raise ValueError(f"{run_a} and {run_b} were evaluated on different splits "
+                         f"({', '.join(differ)} differ: {[split_a.get(k) for k in differ]} vs "
+                         f"{[split_b.get(k) for k in differ]}); a paired test needs the same "
+                         "test targets")
     if manifest_a["protocol"] != manifest_b["protocol"]:
         raise ValueError(f"protocols differ: {manifest_a['protocol']} vs "
                          f"{manifest_b['protocol']}")

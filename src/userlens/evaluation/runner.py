@@ -2,8 +2,11 @@
 
 Protocol (the default, and the only one our published comparisons use): rank every item of
 the catalogue for every test user, after removing the items the user already has in their
-history (train items; at test time also validation items). Sampled-negative ranking exists
-behind ``Protocol(kind="sampled")`` and every output labels it as sampled.
+history (train items; at test time also validation items). Targets the user already had
+cannot be found then and are dropped and counted; ``Protocol(repeats="include")`` ranks
+every item instead and keeps them. Sampled-negative ranking exists behind
+``Protocol(kind="sampled")`` and every output labels it as sampled. Top-k goes through
+``Recommender.recommend``, the same path the service uses.
 """
 
 from __future__ import annotations
@@ -16,25 +19,15 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from pydantic import BaseModel, Field
 from scipy import stats
 
+from userlens.config import Protocol
 from userlens.data.interactions import Interactions, ItemCatalog
 from userlens.data.splits import Split
 from userlens.evaluation import metrics as M
-from userlens.models.base import Recommender, mask_seen, top_k
+from userlens.models.base import Capability, Recommender, select
 
 logger = logging.getLogger(__name__)
-
-
-class Protocol(BaseModel, frozen=True, extra="forbid"):
-    kind: Literal["full", "sampled"] = "full"
-    n_negatives: int = Field(default=100, gt=0)
-    """Sampled protocol only: negatives ranked against each user's relevant items."""
-    sampler: Literal["uniform", "popularity"] = "uniform"
-
-    def label(self) -> str:
-        return "full" if self.kind == "full" else f"sampled-{self.sampler}-{self.n_negatives}"
 
 
 @dataclass
@@ -88,8 +81,7 @@ def _item_vectors(catalog: ItemCatalog | None, model: Recommender) -> np.ndarray
         matrix = catalog.category_matrix()
         if matrix is not None and matrix.shape[1] > 0:
             return np.asarray(matrix.todense(), dtype=np.float32)
-    embeddings = getattr(model, "item_embeddings", None)
-    return embeddings() if callable(embeddings) else None
+    return model.item_vectors() if model.can(Capability.EMBEDDINGS) else None
 
 
 def _sample_candidates(rng: np.random.Generator, known: sp.csr_matrix, n_items: int,
@@ -132,8 +124,9 @@ def evaluate(
     """Score every user with targets in ``stage`` and compute ``metrics``.
 
     The history given to the model is everything before the stage (train, plus valid at
-    test time); those items are excluded from the ranking. Targets already in the history
-    (repeat consumption) cannot be ranked and are removed, and counted in ``info``.
+    test time). With ``repeats="exclude"`` (default) those items are excluded from the
+    ranking, and targets already in the history cannot be ranked: they are removed and
+    counted in ``info``; with ``repeats="include"`` nothing is excluded and they count.
     """
     protocol = protocol or Protocol()
     specs = [M.parse_metric(m) for m in metrics]
@@ -142,12 +135,16 @@ def evaluate(
     n_items = split.train.n_items
     history_matrix = history_events.to_csr()
     target_matrix = targets_part.to_csr()
-    repeated = target_matrix.multiply(history_matrix)
-    n_repeated = int(repeated.nnz)
-    target_matrix = (target_matrix - repeated).tocsr()
-    target_matrix.eliminate_zeros()
+    exclude_history = protocol.repeats == "exclude"
+    n_repeated = 0
+    if exclude_history:
+        repeated = target_matrix.multiply(history_matrix)
+        n_repeated = int(repeated.nnz)
+        target_matrix = (target_matrix - repeated).tocsr()
+        target_matrix.eliminate_zeros()
     n_relevant_all = np.diff(target_matrix.indptr)
     users = np.flatnonzero(n_relevant_all > 0)
+    users_with_targets = int((np.diff(targets_part.to_csr().indptr) > 0).sum())
     if len(users) == 0:
         raise ValueError(f"no user has a {stage} item to find; check the split")
     max_k = max((s.k or 0 for s in specs), default=10)
@@ -175,21 +172,19 @@ def evaluate(
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
         histories = all_histories.slice(start, start + len(batch))
-        scores = np.array(model.score(histories), dtype=np.float32, copy=True)  # (B, n_items)
-        mask_seen(scores, histories)
         batch_targets = target_matrix[batch]
+        candidate = None
         if protocol.kind == "sampled":
             negatives = _sample_candidates(rng, known_all[batch], n_items,
                                            protocol.n_negatives, weights)
-            candidate = np.zeros_like(scores, dtype=bool)
+            candidate = np.zeros((len(batch), n_items), dtype=bool)
             candidate[np.arange(len(batch))[:, None], negatives] = True
             candidate[batch_targets.nonzero()] = True
-            scores[~candidate] = -np.inf
-        items, _ = top_k(scores, max_k)  # (B, K)
-        target_dense = np.zeros(scores.shape, dtype=bool)
+        items, values = model.recommend(histories, max_k, exclude=exclude_history,
+                                        allowed=candidate)  # (B, K)
+        target_dense = np.zeros((len(batch), n_items), dtype=bool)
         target_dense[batch_targets.nonzero()] = True
-        hits = np.take_along_axis(target_dense, items, axis=1)
-        hits &= np.isfinite(np.take_along_axis(scores, items, axis=1))
+        hits = np.take_along_axis(target_dense, items, axis=1) & np.isfinite(values)
         n_relevant = n_relevant_all[batch]
         all_recommended.append(items)
         for spec in specs:
@@ -203,6 +198,9 @@ def evaluate(
             elif spec.name == "ild":
                 per_user[key].append(M.intra_list_diversity(items[:, :spec.k], item_vectors))
             elif spec.name == "auc":
+                # AUC needs every score: the same masking as recommend, on the full matrix
+                scores = np.array(model.score(histories), dtype=np.float32, copy=True)
+                select(scores, histories, 1, exclude=exclude_history, allowed=candidate)
                 per_user[key].append(_auc(scores, target_dense, batch_targets))
         if progress:
             progress(min(start + batch_size, len(users)), len(users))
@@ -224,7 +222,8 @@ def evaluate(
     return EvalResult(
         protocol=protocol.label(), stage=stage, summary=summary, per_user=values,
         users=users, eval_seconds=time.perf_counter() - started,
-        info={"users": int(len(users)), "targets_removed_as_repeats": n_repeated})
+        info={"users": int(len(users)), "users_with_targets": users_with_targets,
+              "targets_removed_as_repeats": n_repeated, "repeats": protocol.repeats})
 
 
 def _auc(scores: np.ndarray, target_dense: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:

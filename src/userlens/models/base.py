@@ -1,8 +1,12 @@
 """The model interface every userlens recommender implements.
 
 A model is fitted on :class:`Interactions` and scores :class:`Histories`: a user's state is
-their history, so new users and new events need no retraining. ``recommend`` (masking seen
-items, top-k with deterministic tie-breaking) is written once here.
+their history, so new users and new events need no retraining. ``recommend`` (exclusions,
+allowed items, top-k with deterministic tie-breaking) is written once here and is the one
+top-k path: the evaluation runner and the serving engine both call it.
+
+Optional abilities are declared in ``capabilities``, never discovered with ``hasattr``:
+callers ask ``model.can(Capability.EMBEDDINGS)`` and then use the methods that promise.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Self
 
 import numpy as np
+import scipy.sparse as sp
 from pydantic import BaseModel
 
 from userlens.data.interactions import Histories, Interactions
@@ -66,16 +74,114 @@ def mask_seen(scores: np.ndarray, histories: Histories) -> np.ndarray:
     return scores
 
 
+Exclude = bool | Histories | sp.spmatrix
+"""What ``recommend`` removes from each row: True = the items of the history scored, False
+= nothing, or another batch of histories / a (B, n_items) sparse matrix whose nonzero
+entries are removed (e.g. everything a user ever did, beyond the model's window)."""
+
+
+def select(scores: np.ndarray, histories: Histories, k: int, *, exclude: Exclude = True,
+           allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mask ``scores`` in place (exclusions and disallowed items become -inf) and take the
+    top k of each row. The single masking + top-k rule of userlens.
+
+    Args:
+        allowed: boolean (n_items,) for every row or (B, n_items) per row; False = never
+            recommended (filters, sampled candidate sets).
+    """
+    if exclude is True:
+        mask_seen(scores, histories)
+    elif isinstance(exclude, Histories):
+        mask_seen(scores, exclude)
+    elif exclude is not False:
+        rows, cols = exclude.nonzero()
+        scores[rows, cols] = -np.inf
+    if allowed is not None:
+        allowed = np.asarray(allowed, dtype=bool)
+        if allowed.shape[-1] != scores.shape[1]:
+            raise ValueError(f"allowed has {allowed.shape[-1]} items, scores have "
+                             f"{scores.shape[1]}")
+        np.copyto(scores, -np.inf, where=~np.broadcast_to(allowed, scores.shape))
+    return top_k(scores, k)
+
+
+class Capability(StrEnum):
+    """Optional abilities a model class declares in ``capabilities``."""
+
+    EMBEDDINGS = "embeddings"
+    """``user_vectors(histories)`` and ``item_vectors()``: their inner product is the score
+    (bias folded in by the model), ready for maximum-inner-product (ANN) search."""
+    DISTRIBUTED = "distributed"
+    """``fit`` trains under torch.distributed when a process group is joined."""
+    EPOCHS = "epochs"
+    """``fit`` reports each epoch to the callback given to ``on_epoch`` and keeps a log
+    (``training_log()``)."""
+
+
+ArraySpec = tuple[tuple[int | None, ...], str]
+"""Expected (shape, dtype) of a saved array; None in the shape = any length."""
+
+NPY_HEADER_BYTES = 4096
+"""Upper bound of a .npy header; a member larger than its shape says is refused."""
+
+
+def read_arrays(file: Path, spec: dict[str, ArraySpec], *,
+                max_bytes: int) -> dict[str, np.ndarray]:
+    """Load exactly the arrays ``spec`` declares from an npz, checking each one's shape, dtype
+    and uncompressed size from the zip directory and the .npy header *before* reading it.
+
+    Raises:
+        ValueError: a missing, extra, wrong-shaped, wrong-typed or oversized array.
+    """
+    total = 0
+    arrays: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(file) as archive:
+        members = {info.filename.removesuffix(".npy"): info for info in archive.infolist()}
+        missing = sorted(set(spec) - set(members))
+        if missing:
+            raise ValueError(f"{file.name}: arrays {missing} are missing")
+        extra = sorted(set(members) - set(spec))
+        if extra:
+            raise ValueError(f"{file.name}: unexpected arrays {extra}")
+        for name, (shape, dtype) in spec.items():
+            info = members[name]
+            total += info.file_size
+            if total > max_bytes:
+                raise ValueError(f"{file.name}: arrays larger than the {max_bytes:,}-byte cap")
+            with archive.open(info) as handle:
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                found_shape, fortran, found_dtype = read_header(handle)
+                if found_dtype != np.dtype(dtype) or found_dtype.hasobject:
+                    raise ValueError(f"{file.name}: array {name} is {found_dtype}, expected "
+                                     f"{np.dtype(dtype)}")
+                if len(found_shape) != len(shape) or any(
+                        want is not None and want != got
+                        for want, got in zip(shape, found_shape, strict=True)):
+                    raise ValueError(f"{file.name}: array {name} has shape {found_shape}, "
+                                     f"expected {tuple('*' if d is None else d for d in shape)}")
+                expected = int(np.prod(found_shape)) * found_dtype.itemsize
+                if info.file_size > expected + NPY_HEADER_BYTES:
+                    raise ValueError(f"{file.name}: array {name} holds more bytes than its "
+                                     "shape")
+            with archive.open(info) as handle:  # from the start: read_array parses the header
+                arrays[name] = np.lib.format.read_array(handle, allow_pickle=False)
+    return arrays
+
+
 class Recommender(ABC):
     """Base class: fit on interactions, score histories, recommend, save and load.
 
-    Subclasses set ``name`` and ``config_class``, implement ``fit`` and ``score``, and
-    return their learned arrays from ``_state`` (restored by ``_load_state``). Learned
-    attributes end in ``_``; data is never stored on the model.
+    Subclasses set ``name``, ``config_class`` and ``capabilities``, implement ``fit`` and
+    ``_score``, return their learned arrays from ``_state`` (restored by ``_load_state``) and
+    declare those arrays' shapes in ``_state_spec``. Learned attributes end in ``_``; data is
+    never stored on the model.
     """
 
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
 
     def __init__(self, config: BaseModel | None = None) -> None:
         self.config = config if config is not None else self.config_class()
@@ -96,8 +202,44 @@ class Recommender(ABC):
     def _state(self) -> dict[str, np.ndarray]:
         return {}
 
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        """(shape, dtype) of every array ``_state`` saves, given ``config`` and ``n_items_``."""
+        return {}
+
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:  # noqa: B027 (optional hook)
         """Restore what ``_state`` returned; models without arrays keep the default."""
+
+    # ------------------------------------------------------------------ capabilities
+
+    def can(self, capability: Capability) -> bool:
+        return capability in self.capabilities
+
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """(B, d) float32 user vectors; with :meth:`item_vectors` their inner product is
+        the score (``Capability.EMBEDDINGS`` models only)."""
+        raise NotImplementedError(f"{self.name} declares no embeddings")
+
+    def item_vectors(self) -> np.ndarray:
+        """(n_items, d) float32 item vectors for inner-product search."""
+        raise NotImplementedError(f"{self.name} declares no embeddings")
+
+    def popularity(self) -> np.ndarray:
+        """(n_items,) training event counts (the fallback's order)."""
+        if self.popularity_ is None:
+            raise RuntimeError(f"{type(self).__name__} is not fitted; call fit() or load()")
+        return self.popularity_
+
+    def history_window(self) -> int | None:
+        """How many of the newest events the model reads (None: the whole history)."""
+        return None
+
+    def training_log(self) -> dict | None:
+        """Per-epoch losses and validation values of the last fit (EPOCHS models)."""
+        return None
+
+    def set_epoch_callback(self, callback: Callable[[dict], None] | None) -> None:
+        """Have ``fit`` call ``callback`` after each epoch (EPOCHS models)."""
+        raise NotImplementedError(f"{self.name} does not train in epochs")
 
     # ------------------------------------------------------------------ shared
 
@@ -133,18 +275,21 @@ class Recommender(ABC):
         """Boolean mask of the histories that are scored by the popularity fallback."""
         return histories.lengths() == 0
 
-    def recommend(self, histories: Histories, k: int = 10, *,
-                  exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k items per history, best first; seen items excluded unless asked otherwise.
+    def recommend(self, histories: Histories, k: int = 10, *, exclude: Exclude = True,
+                  allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k items per history, best first (ties: lower item index first).
+
+        Args:
+            exclude: True removes the items of each history, False nothing; a batch of
+                histories or a (B, n_items) sparse matrix removes its nonzero entries.
+            allowed: boolean (n_items,) or (B, n_items); False items are never returned.
 
         Returns:
             (items (B, k) int64, scores (B, k) float32). Fewer than k real candidates leave
             -inf scores at the end of the row.
         """
         scores = np.array(self.score(histories), dtype=np.float32, copy=True)
-        if exclude_seen:
-            mask_seen(scores, histories)
-        return top_k(scores, k)
+        return select(scores, histories, k, exclude=exclude, allowed=allowed)
 
     def save(self, path: str | Path) -> Path:
         """Write config, metadata and arrays (npz, no pickle) to a new directory, atomically."""
@@ -167,21 +312,39 @@ class Recommender(ABC):
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> Recommender:
-        """Load a model saved by :meth:`save`; works on the base class (dispatches by name)."""
-        from userlens.models.registry import model_class as registered
+    def load(cls, path: str | Path, *, max_bytes: int = 1 << 36) -> Self:
+        """Load a model of this class saved by :meth:`save` (any class:
+        :func:`userlens.models.registry.load_model`).
 
+        Only the arrays the model declares are read, each checked for shape, dtype and size
+        before it is decompressed; ``max_bytes`` caps their total.
+        """
+        if cls is Recommender:
+            raise TypeError("Recommender.load needs a concrete class; use "
+                            "userlens.models.registry.load_model(path)")
         path = Path(path)
-        meta = json.loads((path / "model.json").read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: model format {meta.get('format_version')} is not "
-                             f"supported (expected {FORMAT_VERSION})")
-        model_class = registered(meta["model"]) if cls is Recommender else cls
-        config = model_class.config_class.model_validate_json((path / "config.json").read_text())
-        model = model_class(config)
-        with np.load(path / "arrays.npz", allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        meta = read_model_meta(path)
+        if meta["model"] != cls.name:
+            raise ValueError(f"{path}: holds a '{meta['model']}' model, not '{cls.name}'")
+        config = cls.config_class.model_validate_json((path / "config.json").read_text())
+        model = cls(config)
         model.n_items_ = meta["n_items"]
-        model.popularity_ = arrays.pop("popularity_", None)
+        spec = {"popularity_": ((model.n_items_,), "float32"), **model._state_spec()}
+        arrays = read_arrays(path / "arrays.npz", spec, max_bytes=max_bytes)
+        model.popularity_ = arrays.pop("popularity_")
         model._load_state(arrays)
         return model
+
+
+def read_model_meta(path: Path) -> dict:
+    """model.json of a saved model, checked: format version, a model name, an item count."""
+    meta = json.loads((path / "model.json").read_text())
+    if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+        version = meta.get("format_version") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: model format {version} is not supported "
+                         f"(expected {FORMAT_VERSION})")
+    n_items = meta.get("n_items")
+    if not isinstance(meta.get("model"), str) or not isinstance(n_items, int) \
+            or isinstance(n_items, bool) or n_items < 1:
+        raise ValueError(f"{path}: model.json needs a model name and a positive n_items")
+    return meta

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from userlens.data.interactions import Histories, Interactions
-from userlens.models.base import Recommender
+from userlens.models.base import ArraySpec, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ class MostPopular(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"counts_": self.counts_}
+
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        return {"counts_": ((self.n_items_,), "float32")}
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.counts_ = arrays["counts_"]
@@ -103,7 +106,16 @@ class ItemKNN(Recommender):
         s = self.similarity_
         return {"sim_data": s.data, "sim_indices": s.indices, "sim_indptr": s.indptr}
 
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        return {"sim_data": ((None,), "float32"), "sim_indices": ((None,), "int32"),
+                "sim_indptr": ((self.n_items_ + 1,), "int32")}
+
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
+        indices, indptr = arrays["sim_indices"], arrays["sim_indptr"]
+        if len(indices) != len(arrays["sim_data"]) or indptr[0] != 0 \
+                or indptr[-1] != len(indices) or np.any(np.diff(indptr) < 0) \
+                or (len(indices) and (indices.min() < 0 or indices.max() >= self.n_items_)):
+            raise ValueError("itemknn: the saved similarity matrix is inconsistent")
         self.similarity_ = sp.csr_matrix(
             (arrays["sim_data"], arrays["sim_indices"], arrays["sim_indptr"]),
             shape=(self.n_items_, self.n_items_))
@@ -163,6 +175,9 @@ class EASE(Recommender):
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights_": self.weights_}
+
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        return {"weights_": ((self.n_items_, self.n_items_), "float32")}
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.weights_ = arrays["weights_"]

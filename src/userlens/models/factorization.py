@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from threadpoolctl import threadpool_limits
 
 from userlens.data.interactions import Histories, Interactions
-from userlens.models.base import Recommender
+from userlens.models.base import ArraySpec, Capability, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class ALS(Recommender):
 
     name = "als"
     config_class = ALSConfig
+    capabilities = frozenset({Capability.EMBEDDINGS})
 
     def _build(self, seed: int):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -110,11 +111,24 @@ class ALS(Recommender):
     def item_embeddings(self) -> np.ndarray:
         return self.item_factors_
 
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        """User vectors with a trailing 1 that meets the item bias in :meth:`item_vectors`."""
+        vectors = self.user_embeddings(histories)
+        return np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
+
+    def item_vectors(self) -> np.ndarray:
+        return np.ascontiguousarray(np.hstack([self.item_factors_,
+                                               self.item_bias_.reshape(-1, 1)]), np.float32)
+
     def _score(self, histories: Histories) -> np.ndarray:
         return self.user_embeddings(histories) @ self.item_factors_.T + self.item_bias_
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"item_factors_": self.item_factors_, "item_bias_": self.item_bias_}
+
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        return {"item_factors_": ((self.n_items_, None), "float32"),
+                "item_bias_": ((self.n_items_,), "float32")}
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.item_factors_ = arrays["item_factors_"]

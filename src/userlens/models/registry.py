@@ -7,10 +7,11 @@ without importing torch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import BaseModel
 
-from userlens.models.base import Recommender
+from userlens.models.base import Recommender, read_model_meta
 from userlens.models.classic import EASE, ItemKNN, MostPopular
 from userlens.models.factorization import ALS, BPR
 from userlens.models.sequential_config import BERT4RecConfig, GRU4RecConfig, SASRecConfig
@@ -71,3 +72,14 @@ def create(name: str, params: dict | None = None) -> Recommender:
     if cls is None:
         raise _unknown(name)
     return cls(config_class(name)(**(params or {})))
+
+
+def load_model(path: str | Path, *, max_bytes: int = 1 << 36) -> Recommender:
+    """Load any saved model: ``model.json`` names its class (no pickle, arrays checked)."""
+    path = Path(path)
+    meta = read_model_meta(path)
+    try:
+        cls = model_class(meta["model"])
+    except KeyError as error:
+        raise ValueError(f"{path}: {error.args[0]}") from None
+    return cls.load(path, max_bytes=max_bytes)

@@ -6,8 +6,6 @@ the reference, so a request sees one model from start to end.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import sys
@@ -18,15 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 
+from userlens import artefact
+from userlens.artefact import ArtefactError
 from userlens.data.interactions import Histories, IdIndex
-from userlens.models.base import Recommender, top_k
+from userlens.data.semantics import EventSemantics
+from userlens.models.base import Capability, Recommender
 
 logger = logging.getLogger(__name__)
 
-
-class ArtefactError(ValueError):
-    """The artefact directory cannot be served; the message says which file and why."""
+__all__ = ["ArtefactError", "Engine", "Filter", "Scored", "build_ann"]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ def _field_has(fields: dict[str, Any], name: str, value: str) -> bool:
 
 @dataclass
 class Engine:
-    """A served artefact: model, item vocabulary, catalogue and optional ANN index."""
+    """A served artefact: model, item vocabulary, catalogue, event semantics and optional
+    ANN index."""
 
     model: Recommender
     items: IdIndex
@@ -91,42 +92,45 @@ class Engine:
     version: str
     path: Path
     max_history: int
+    semantics: EventSemantics = field(default_factory=EventSemantics)
     ann: Any = None
     ann_oversample: int = 4
     _masks: OrderedDict = field(default_factory=OrderedDict, repr=False)
 
     @classmethod
-    def load(cls, artefact: str | Path, *, max_history: int = 1000,
+    def load(cls, path: str | Path, *, max_history: int = 1000,
              ann_min_items: int = 100_000, ann_kind: str = "ivf", ann_depth: int | None = None,
-             torch_threads: int | None = 1) -> Engine:
-        """Load an artefact directory written by ``userlens run`` (model/, items.json, ...)."""
-        path = Path(artefact)
-        for required in ("model/model.json", "model/arrays.npz", "items.json"):
-            if not (path / required).is_file():
-                raise ArtefactError(f"{path}: not a userlens artefact ({required} is missing)")
-        try:
-            model = Recommender.load(path / "model")
-            items = IdIndex.load(path / "items.json")
-        except (OSError, ValueError, KeyError) as error:
-            raise ArtefactError(f"{path}: cannot load the model: {error}") from error
-        if model.n_items_ != len(items):
-            raise ArtefactError(f"{path}: the model has {model.n_items_} items but items.json "
-                                f"lists {len(items)}")
-        catalog = None
-        if (path / "catalog.parquet").is_file():
-            import polars as pl
-
-            catalog = pl.read_parquet(path / "catalog.parquet").to_dicts()
-        config = getattr(model, "config", None)
-        limit = getattr(config, "max_len", None) or max_history
+             torch_threads: int | None = 1, max_bytes: int = artefact.DEFAULT_MAX_BYTES
+             ) -> Engine:
+        """Load an artefact directory written by ``userlens run`` and check that its model
+        scores a history before anything is served from it."""
+        loaded = artefact.read(path, max_bytes=max_bytes)
+        model = loaded.model
         if torch_threads is not None and "torch" in sys.modules:
             # one request = one small forward pass; many threads only contend
             sys.modules["torch"].set_num_threads(torch_threads)
-        engine = cls(model=model, items=items, catalog=catalog, version=_version(path),
-                     path=path, max_history=int(min(limit, max_history)))
-        if len(items) >= ann_min_items and hasattr(model, "item_embeddings"):
-            engine.ann = build_ann(engine.item_vectors(), path, kind=ann_kind, depth=ann_depth)
+        window = model.history_window() or max_history
+        engine = cls(model=model, items=loaded.items,
+                     catalog=loaded.catalog.to_dicts() if loaded.catalog is not None else None,
+                     version=loaded.version, path=Path(path),
+                     max_history=int(min(window, max_history)), semantics=loaded.semantics)
+        engine.check()
+        if len(loaded.items) >= ann_min_items and model.can(Capability.EMBEDDINGS):
+            engine.ann = build_ann(model.item_vectors(), Path(path), kind=ann_kind,
+                                   depth=ann_depth)
         return engine
+
+    def check(self) -> None:
+        """Score one history; a model that cannot is refused (ArtefactError)."""
+        probe = Histories.from_lists([[0]], n_items=self.n_items)
+        try:
+            scores = self.model.score(probe)
+        except Exception as error:  # noqa: BLE001 (any failure means: do not serve it)
+            raise ArtefactError(f"{self.path}: the model cannot score a history: "
+                                f"{type(error).__name__}") from error
+        if scores.shape != (1, self.n_items) or not np.isfinite(scores).any():
+            raise ArtefactError(f"{self.path}: the model's scores have shape {scores.shape}, "
+                                f"expected (1, {self.n_items}) with finite values")
 
     # ------------------------------------------------------------------ internals
 
@@ -134,22 +138,15 @@ class Engine:
     def n_items(self) -> int:
         return len(self.items)
 
-    def item_vectors(self) -> np.ndarray:
-        """Item vectors whose inner product with :meth:`user_vectors` is the model score."""
-        vectors = np.asarray(self.model.item_embeddings(), np.float32)
-        bias = getattr(self.model, "item_bias_", None)
-        if bias is not None:
-            vectors = np.hstack([vectors, np.asarray(bias, np.float32).reshape(-1, 1)])
-        return np.ascontiguousarray(vectors)
-
-    def user_vectors(self, histories: Histories) -> np.ndarray:
-        vectors = np.asarray(self.model.user_embeddings(histories), np.float32)
-        if getattr(self.model, "item_bias_", None) is not None:
-            vectors = np.hstack([vectors, np.ones((len(vectors), 1), np.float32)])
-        return np.ascontiguousarray(vectors)
-
-    def encode(self, history: list[str]) -> tuple[Histories, int]:
-        return self.items.encode_histories([history[-self.max_history:]])
+    def encode(self, history: list[str], weights: list[float] | None = None
+               ) -> tuple[Histories, int]:
+        """The newest ``max_history`` known items of a history (with their weights)."""
+        lookup = [self.items.index_of(item) for item in history]
+        known = [(i, w) for i, w in zip(lookup, weights or [1.0] * len(history), strict=True)
+                 if i is not None][-self.max_history:]
+        histories = Histories.from_lists([[i for i, _ in known]], n_items=self.n_items,
+                                         values=[[w for _, w in known]])
+        return histories, sum(i is None for i in lookup)
 
     def allowed(self, where: Filter, stored_fields: dict[str, dict], stamp: int) -> np.ndarray:
         """Boolean mask over model items meeting the filter (cached, bounded)."""
@@ -173,32 +170,34 @@ class Engine:
     # ------------------------------------------------------------------ queries
 
     def recommend(self, history: list[str], k: int, *, exclude_seen: bool = True,
-                  allowed: np.ndarray | None = None) -> tuple[list[Scored], int, bool]:
+                  allowed: np.ndarray | None = None, weights: list[float] | None = None,
+                  seen: list[str] | None = None) -> tuple[list[Scored], int, bool]:
         """Top-k model items for a history of external item ids, oldest first.
 
-        The model reads the newest ``max_history`` events; every item of ``history`` counts
-        as seen. Returns (items, unknown items skipped, whether the model personalised at
-        all). Fewer than k items come back when the filter or the history leave fewer.
+        The model reads the newest ``max_history`` events (with ``weights``, the event
+        semantics' weights); every item of ``seen`` (default: the history) is excluded.
+        Returns (items, unknown items skipped, whether the model personalised at all).
+        Fewer than k items come back when the filter or the history leave fewer.
         """
-        histories, skipped = self.encode(history)
+        histories, skipped = self.encode(history, weights)
         if histories.lengths()[0] == 0:
             return [], skipped, False
-        seen = self.items.indices_of(history) if exclude_seen else np.zeros(0, np.int64)
-        seen = seen[seen >= 0]
+        seen_index = (self.items.indices_of(history if seen is None else seen)
+                      if exclude_seen else np.zeros(0, np.int64))
+        seen_index = np.unique(seen_index[seen_index >= 0])
         if self.ann is not None:
-            return self._recommend_ann(histories, k, seen, allowed), skipped, True
-        scores = np.array(self.model.score(histories), dtype=np.float32, copy=True)
-        scores[0, seen] = -np.inf
-        if allowed is not None:
-            scores[0, ~allowed] = -np.inf
-        top, values = top_k(scores, k)
+            return self._recommend_ann(histories, k, seen_index, allowed), skipped, True
+        exclude = sp.csr_matrix((np.ones(len(seen_index), np.float32),
+                                 (np.zeros(len(seen_index), np.int64), seen_index)),
+                                shape=(1, self.n_items))
+        top, values = self.model.recommend(histories, k, exclude=exclude, allowed=allowed)
         return [Scored(self.items.ids[i], float(v), "model")
                 for i, v in zip(top[0].tolist(), values[0].tolist(), strict=True)
                 if math.isfinite(v)], skipped, True
 
     def _recommend_ann(self, histories: Histories, k: int, seen_items: np.ndarray,
                        allowed: np.ndarray | None) -> list[Scored]:
-        user = self.user_vectors(histories)
+        user = self.model.user_vectors(histories)
         seen = set(seen_items.tolist())
         want = k + len(seen)
         fetch = want * self.ann_oversample if allowed is not None else want
@@ -215,9 +214,10 @@ class Engine:
                 return out
             fetch *= 4
 
-    def rank(self, history: list[str], candidates: list[str]) -> tuple[list[Scored], int]:
+    def rank(self, history: list[str], candidates: list[str],
+             weights: list[float] | None = None) -> tuple[list[Scored], int]:
         """Order candidate items by the model's score; candidates it does not know go last."""
-        histories, skipped = self.encode(history)
+        histories, skipped = self.encode(history, weights)
         scores = self.model.score(histories)[0]
         source = "model" if histories.lengths()[0] else "popular"
         index = self.items.indices_of(candidates)
@@ -235,26 +235,7 @@ class Engine:
 
     def popular(self) -> np.ndarray:
         """Item indices by training popularity, most popular first."""
-        popularity = self.model.popularity_
-        if popularity is None:
-            return np.arange(self.n_items)
-        return np.lexsort((np.arange(self.n_items), -popularity))
-
-
-def _version(path: Path) -> str:
-    """Content hash of the saved model (the same weights give the same version)."""
-    digest = hashlib.sha256()
-    for name in ("model/model.json", "model/config.json", "model/arrays.npz"):
-        file = path / name
-        if file.is_file():
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    label = path.name
-    manifest = path / "manifest.json"
-    if manifest.is_file():
-        label = json.loads(manifest.read_text()).get("label", label)
-    return f"{label}-{digest.hexdigest()[:12]}"
+        return np.lexsort((np.arange(self.n_items), -self.model.popularity()))
 
 
 class AnnIndex:

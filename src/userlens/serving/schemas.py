@@ -7,7 +7,7 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from userlens.serving.tables import ID_LENGTH
 
@@ -32,8 +32,24 @@ def check_text(value: str) -> str:
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold NUL; the spec says so, so clients know before they send."""
 
+USER_ID_PATTERN = r"^[^\x00/]*$"
+"""User ids appear in URL paths (``/users/{user_id}/history``, ``DELETE /users/{user_id}``),
+so every user id that ingestion accepts must be routable, readable and erasable: no ``/``,
+not ``.`` or ``..`` (which HTTP clients collapse), no NUL."""
+
+
+def check_user_id(value: str) -> str:
+    if "/" in value:
+        raise ValueError("must not contain '/' (ids are used in URL paths)")
+    if value in (".", ".."):
+        raise ValueError("must not be '.' or '..' (ids are used in URL paths)")
+    return check_text(value)
+
+
 ExternalId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH, pattern=NO_NUL),
                        AfterValidator(check_text)]
+UserId = Annotated[str, Field(min_length=1, max_length=ID_LENGTH, pattern=USER_ID_PATTERN),
+                   AfterValidator(check_user_id)]
 
 
 class EventIn(BaseModel):
@@ -41,7 +57,7 @@ class EventIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_id: ExternalId
+    user_id: UserId
     item_id: ExternalId
     timestamp: datetime | float | None = Field(
         default=None, description="Unix seconds or ISO 8601; default: time of arrival")
@@ -51,14 +67,30 @@ class EventIn(BaseModel):
     event_id: Annotated[str, Field(min_length=1, max_length=128, pattern=NO_NUL),
                         AfterValidator(check_text)] | None = None
 
-    def timestamp_ms(self, default_ms: int) -> int:
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _no_booleans(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("must be unix seconds or an ISO 8601 date, not a boolean")
+        return value
+
+    def timestamp_ms(self, default_ms: int, max_future_ms: int | None = None) -> int:
+        """Milliseconds since the epoch; ``default_ms`` when absent.
+
+        Raises:
+            ValueError: before 1970, or more than ``max_future_ms`` after ``default_ms``.
+        """
         if self.timestamp is None:
             return default_ms
         seconds = (self.timestamp.timestamp() if isinstance(self.timestamp, datetime)
                    else float(self.timestamp))
         if not math.isfinite(seconds) or not 0 <= seconds <= MAX_TIMESTAMP_SECONDS:
             raise ValueError("timestamp must be between 1970 and 9999 (unix seconds)")
-        return int(round(seconds * 1000))
+        stamp = int(round(seconds * 1000))
+        if max_future_ms is not None and stamp > default_ms + max_future_ms:
+            raise ValueError(f"timestamp is {(stamp - default_ms) / 1000:.0f} s in the future "
+                             f"(at most {max_future_ms / 1000:.0f} s allowed)")
+        return stamp
 
 
 class EventBatchIn(BaseModel):
@@ -151,6 +183,9 @@ class EventOut(BaseModel):
 class HistoryOut(BaseModel):
     user_id: str
     events: list[EventOut]
+    next_cursor: str | None = Field(
+        default=None, description="pass as ?cursor= for the page of older events; null at "
+                                  "the first event")
 
 
 class ErasedOut(BaseModel):

@@ -1,12 +1,52 @@
-"""Service settings: flags of ``userlens serve`` or ``USERLENS_*`` environment variables."""
+"""Service settings: flags of ``userlens serve`` or ``USERLENS_*`` environment variables.
+
+Secrets never come from flags (argv is visible to every user of the machine in ``ps``):
+``USERLENS_API_KEY`` is one key with every scope, ``USERLENS_API_KEYS_FILE`` names a file of
+``scope:key`` lines (scopes: read, write, admin; ``#`` starts a comment).
+"""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+import platformdirs
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+
+
+def default_home() -> Path:
+    """The platform's per-user data folder for userlens (e.g. ~/.local/share/userlens)."""
+    return Path(platformdirs.user_data_dir("userlens", appauthor=False))
+
+
+class KeyFileError(ValueError):
+    """The API keys file is unreadable or has a malformed line (named, never echoed)."""
+
+
+def read_keys_file(path: Path) -> list[tuple[Scope, str]]:
+    """``scope:key`` lines -> [(scope, key)]; blank lines and ``#`` comments skipped."""
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise KeyFileError(f"API keys file {path}: cannot be read ({error.strerror})") from None
+    keys: list[tuple[Scope, str]] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        scope, sep, key = line.partition(":")
+        scope, key = scope.strip(), key.strip()
+        if not sep or scope not in SCOPES or not key:
+            raise KeyFileError(f"API keys file {path}, line {number}: expected 'scope:key' "
+                               f"with scope one of {', '.join(SCOPES)}")
+        keys.append((scope, key))  # type: ignore[arg-type]
+    return keys
 
 
 class ServeSettings(BaseSettings):
@@ -16,20 +56,37 @@ class ServeSettings(BaseSettings):
 
     artefact: Path
     """Artefact directory written by ``userlens run`` (runs/NAME/MODEL)."""
+    home: Path = Field(default_factory=default_home)
+    """Where the default event database lives (``USERLENS_HOME``); never inside a run
+    folder, so re-running an experiment cannot touch posted events."""
     db: str | None = None
-    """SQLAlchemy URL; default: SQLite file ``<artefact>.events.db`` next to the artefact."""
+    """SQLAlchemy URL; default: SQLite file ``<home>/events.db``."""
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
-    api_key: str | None = None
-    """When set, writes and admin routes need ``X-API-Key: <key>`` (or a Bearer token)."""
+    insecure: bool = False
+    """Allow binding to a non-loopback address without API keys."""
+    api_key: SecretStr | None = None
+    """A key with every scope (``USERLENS_API_KEY``)."""
+    api_keys_file: Path | None = None
+    """A file of ``scope:key`` lines (``USERLENS_API_KEYS_FILE``)."""
+    artefact_root: Path | None = None
+    """``/admin/reload`` loads only directories under this folder (default: the served
+    artefact's parent folder)."""
+    max_artefact_bytes: int = Field(default=16 << 30, gt=0)
+    """Cap on the uncompressed arrays of an artefact (checked before decompressing)."""
     max_body_bytes: int = Field(default=2_000_000, gt=0)
     max_events_per_request: int = Field(default=10_000, gt=0)
+    max_future_seconds: float = Field(default=300.0, ge=0)
+    """Events stamped further than this in the future are rejected."""
     max_history: int = Field(default=1000, gt=0)
     """Newest events read per user for non-sequential models (sequential: their max_len)."""
+    history_page: int = Field(default=1000, gt=0)
+    """Events per page of ``GET /users/{id}/history`` when no limit is given."""
     max_k: int = Field(default=1000, gt=0)
     trending_window_hours: float = Field(default=24.0 * 7, gt=0)
     trending_cache_seconds: float = Field(default=10.0, ge=0)
+    """How often trending is recomputed in the background (0: on every request, for tests)."""
     ann_min_items: int = Field(default=100_000, gt=0)
     """Catalogues at least this large are served through an HNSW index (embedding models)."""
     ann_kind: Literal["ivf", "hnsw"] = "ivf"
@@ -43,5 +100,47 @@ class ServeSettings(BaseSettings):
     def database_url(self) -> str:
         if self.db:
             return self.db
-        artefact = self.artefact.resolve()
-        return f"sqlite:///{artefact.parent / (artefact.name + '.events.db')}"
+        self.home.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{self.home.resolve() / 'events.db'}"
+
+    def reload_root(self) -> Path:
+        return (self.artefact_root or self.artefact.resolve().parent).resolve()
+
+    def keys(self) -> list[tuple[Scope, str]]:
+        """Every configured (scope, key); the all-scope key counts once per scope."""
+        found: list[tuple[Scope, str]] = []
+        if self.api_key is not None and self.api_key.get_secret_value():
+            found += [(scope, self.api_key.get_secret_value()) for scope in SCOPES]
+        if self.api_keys_file is not None:
+            found += read_keys_file(self.api_keys_file)
+        return found
+
+    def exposed(self) -> bool:
+        """Whether ``host`` listens beyond this machine."""
+        if self.host == "localhost":
+            return False
+        try:
+            return not ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return True  # a host name: assume it resolves to a reachable interface
+
+
+class KeyRing:
+    """Scoped API keys, compared in constant time."""
+
+    def __init__(self, keys: list[tuple[Scope, str]]) -> None:
+        self._keys = [(scope, key.encode()) for scope, key in keys]
+
+    def __bool__(self) -> bool:
+        return bool(self._keys)
+
+    def scopes(self, given: str | None) -> set[Scope]:
+        """The scopes of a presented key (empty: not a key of this service)."""
+        if given is None:
+            return set()
+        candidate = given.encode()
+        found: set[Scope] = set()
+        for key_scope, key in self._keys:  # no early exit: time does not depend on which
+            if hmac.compare_digest(candidate, key):
+                found.add(key_scope)
+        return found

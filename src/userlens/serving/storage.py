@@ -17,10 +17,10 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import and_, create_engine, delete, event, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from userlens.serving.tables import events, items, metadata, service_state, users
+from userlens.serving.tables import erased_events, events, items, metadata, service_state, users
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ class StoredEvent:
     type: str | None = None
     value: float | None = None
     event_id: str | None = None
+    row: int | None = None
+    """The database row id (read back only; orders events of the same millisecond)."""
 
 
 @dataclass(frozen=True)
@@ -90,32 +92,44 @@ class Storage:
     # ------------------------------------------------------------------ writes
 
     def add_events(self, batch: list[StoredEvent]) -> WriteResult:
-        """Insert a batch in one transaction; events whose event_id exists are skipped."""
+        """Insert a batch in one transaction. An event whose event_id is stored already, or
+        was erased, is a duplicate; which insert won is the database's answer (RETURNING),
+        so concurrent writers of one event_id report exactly one ``accepted``."""
         if not batch:
             return WriteResult(0, [])
         with self._write_lock, self.engine.begin() as connection:
             ids = sorted({e.event_id for e in batch if e.event_id is not None})
-            existing: set[str] = set()
+            erased: set[str] = set()
             for start in range(0, len(ids), 500):
                 chunk = ids[start:start + 500]
-                existing.update(connection.execute(
-                    select(events.c.event_id).where(events.c.event_id.in_(chunk))).scalars())
-            rows, duplicates, seen = [], [], set()
+                erased.update(connection.execute(select(erased_events.c.event_id).where(
+                    erased_events.c.event_id.in_(chunk))).scalars())
+            rows, candidates, seen = [], [], set()
+            duplicates: list[int] = []
             for position, e in enumerate(batch):
                 if e.event_id is not None:
-                    if e.event_id in existing or e.event_id in seen:
+                    if e.event_id in erased or e.event_id in seen:
                         duplicates.append(position)
                         continue
                     seen.add(e.event_id)
                 rows.append({"event_id": e.event_id, "user_id": e.user_id, "item_id": e.item_id,
                              "ts_ms": e.ts_ms, "type": e.type, "value": e.value})
+                candidates.append(position)
+            inserted_ids: set[str] = set()
             if rows:
-                # ON CONFLICT keeps a concurrent writer of the same event_id from failing us.
-                connection.execute(
-                    self._insert(events).on_conflict_do_nothing(index_elements=["event_id"]),
-                    rows)
+                stmt = (self._insert(events).on_conflict_do_nothing(index_elements=["event_id"])
+                        .returning(events.c.event_id))
+                inserted_ids = {event_id for event_id in connection.execute(stmt, rows).scalars()
+                                if event_id is not None}
+            kept = []
+            for row, position in zip(rows, candidates, strict=True):
+                if row["event_id"] is None or row["event_id"] in inserted_ids:
+                    kept.append(row)
+                else:
+                    duplicates.append(position)
+            if kept:
                 seen_users: dict[str, tuple[int, int]] = {}
-                for row in rows:
+                for row in kept:
                     lo, hi = seen_users.get(row["user_id"], (row["ts_ms"], row["ts_ms"]))
                     seen_users[row["user_id"]] = (min(lo, row["ts_ms"]), max(hi, row["ts_ms"]))
                 stmt = self._insert(users)
@@ -131,7 +145,7 @@ class Storage:
                 connection.execute(stmt, [
                     {"user_id": u, "first_seen_ms": lo, "last_seen_ms": hi}
                     for u, (lo, hi) in sorted(seen_users.items())])
-        return WriteResult(len(rows), duplicates)
+        return WriteResult(len(kept), sorted(duplicates))
 
     def upsert_items(self, records: list[tuple[str, dict[str, Any]]]) -> int:
         """Insert or replace item metadata; returns the number of items written."""
@@ -148,20 +162,37 @@ class Storage:
         return len(records)
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        """Delete every stored row of a user; returns the rows removed per table."""
+        """Delete every stored row of a user; returns the rows removed per table.
+
+        The ids of the erased events are kept as tombstones (the id only), so a client that
+        retries an old POST does not bring them back."""
         with self._write_lock, self.engine.begin() as connection:
+            ids = connection.execute(select(events.c.event_id).where(
+                events.c.user_id == user_id, events.c.event_id.is_not(None))).scalars().all()
+            stamp = now_ms()
+            for start in range(0, len(ids), 1000):
+                connection.execute(
+                    self._insert(erased_events).on_conflict_do_nothing(
+                        index_elements=["event_id"]),
+                    [{"event_id": i, "erased_ms": stamp} for i in ids[start:start + 1000]])
             n_events = connection.execute(delete(events).where(events.c.user_id == user_id))
             n_users = connection.execute(delete(users).where(users.c.user_id == user_id))
         return {"events": n_events.rowcount, "users": n_users.rowcount}
 
     # ------------------------------------------------------------------ reads
 
-    def history(self, user_id: str, limit: int | None = None) -> list[StoredEvent]:
-        """The user's events, oldest first; the newest ``limit`` when given."""
+    def history(self, user_id: str, limit: int | None = None,
+                before: tuple[int, int] | None = None) -> list[StoredEvent]:
+        """The user's events, oldest first; the newest ``limit`` when given, and only those
+        older than ``before`` = (ts_ms, row) when given (a page cursor)."""
         query = (select(events.c.user_id, events.c.item_id, events.c.ts_ms, events.c.type,
-                        events.c.value, events.c.event_id)
+                        events.c.value, events.c.event_id, events.c.id)
                  .where(events.c.user_id == user_id)
                  .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
+        if before is not None:
+            ts_ms, row = before
+            query = query.where(or_(events.c.ts_ms < ts_ms,
+                                    and_(events.c.ts_ms == ts_ms, events.c.id < row)))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
@@ -170,13 +201,18 @@ class Storage:
 
     def history_items(self, user_id: str, limit: int | None = None) -> list[str]:
         """Item ids of the user's events, oldest first (the hot path: one index scan)."""
-        query = (select(events.c.item_id).where(events.c.user_id == user_id)
+        return [item for item, _ in self.history_events(user_id, limit)]
+
+    def history_events(self, user_id: str, limit: int | None = None
+                       ) -> list[tuple[str, str | None]]:
+        """(item id, event type) of the user's events, oldest first."""
+        query = (select(events.c.item_id, events.c.type).where(events.c.user_id == user_id)
                  .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
-            found = connection.execute(query).scalars().all()
-        return found[::-1]
+            found = connection.execute(query).all()
+        return [(item, event_type) for item, event_type in reversed(found)]
 
     def user_exists(self, user_id: str) -> bool:
         with self.engine.connect() as connection:
@@ -198,11 +234,18 @@ class Storage:
                 select(func.count(), func.max(items.c.updated_ms))).one()
         return int(count), int(newest or 0)
 
-    def trending(self, since_ms: int, limit: int) -> list[tuple[str, int]]:
-        """Items with the most events since ``since_ms``: (item_id, count), most first."""
+    def trending(self, since_ms: int, limit: int, *, until_ms: int | None = None,
+                 negative_types: list[str] | tuple[str, ...] = ()) -> list[tuple[str, int]]:
+        """Items with the most positive events in [since_ms, until_ms]: (item_id, count),
+        most first. Events of ``negative_types`` do not count."""
         count = func.count().label("n")
-        query = (select(events.c.item_id, count).where(events.c.ts_ms >= since_ms)
-                 .group_by(events.c.item_id).order_by(count.desc(), events.c.item_id)
+        query = select(events.c.item_id, count).where(events.c.ts_ms >= since_ms)
+        if until_ms is not None:
+            query = query.where(events.c.ts_ms <= until_ms)
+        if negative_types:
+            query = query.where(or_(events.c.type.is_(None),
+                                    events.c.type.not_in(list(negative_types))))
+        query = (query.group_by(events.c.item_id).order_by(count.desc(), events.c.item_id)
                  .limit(limit))
         with self.engine.connect() as connection:
             return [(item_id, int(n)) for item_id, n in connection.execute(query)]
@@ -225,6 +268,11 @@ class Storage:
             return {table.name: int(connection.execute(
                 select(func.count()).select_from(table)).scalar_one())
                 for table in (events, users, items)}
+
+    def ping(self) -> None:
+        """Raise when the database is unreachable (cheap: one constant query)."""
+        with self.engine.connect() as connection:
+            connection.execute(select(1))
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

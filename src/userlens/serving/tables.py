@@ -66,3 +66,12 @@ service_state = Table(
     Column("updated_ms", BigInteger, nullable=False),
 )
 """Shared by every worker process: which artefact is served (so a reload reaches them all)."""
+
+erased_events = Table(
+    "erased_events",
+    metadata,
+    Column("event_id", String(128), primary_key=True),
+    Column("erased_ms", BigInteger, nullable=False),
+)
+"""Event ids of erased users: a retried POST of one of them is a duplicate, not new data.
+Only the id is kept (no user, item or time)."""

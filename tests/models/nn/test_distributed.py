@@ -20,7 +20,7 @@ def train_and_score(rank: int, world_size: int, extra: dict | None = None) -> di
     model.fit(split.train, valid=split.valid, seed=0)
     # from the train history, the next item is the (held-out) validation item
     histories = split.train.histories(split.valid.user_idx)
-    items, _ = model.recommend(histories, k=1, exclude_seen=False)
+    items, _ = model.recommend(histories, k=1, exclude=False)
     # the same weights on every rank: DDP keeps the replicas in sync
     weights = model.item_embeddings()
     checksum = float(np.abs(weights).sum())

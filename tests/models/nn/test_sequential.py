@@ -73,7 +73,7 @@ def test_learns_a_deterministic_next_item(name, params):
     model = create(name, {**TINY, **params}).fit(split.train, seed=0)
     # next items repeat within a cycle, so do not exclude seen items here
     histories = split.train.histories(split.test.user_idx)
-    items, _ = model.recommend(histories, k=1, exclude_seen=False)
+    items, _ = model.recommend(histories, k=1, exclude=False)
     assert (items[:, 0] == split.test.item_idx).mean() >= 0.95
 
 
@@ -211,10 +211,10 @@ def test_history_longer_than_max_len_and_appended_events():
     events = cycles(length=30)
     model = SASRec(SASRecConfig(**TINY)).fit(events, seed=0)
     long = Histories.from_lists([list(range(9)) * 4], n_items=9)  # 36 > max_len = 8
-    items, _ = model.recommend(long, k=1, exclude_seen=False)
+    items, _ = model.recommend(long, k=1, exclude=False)
     assert items[0, 0] == 0  # ... 7 -> 8 -> next is 0
     appended = Histories.from_lists([list(range(9)) * 4 + [0, 1]], n_items=9)
-    items, _ = model.recommend(appended, k=1, exclude_seen=False)
+    items, _ = model.recommend(appended, k=1, exclude=False)
     assert items[0, 0] == 2
 
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from userlens.data.interactions import Histories, Interactions
-from userlens.models.base import Recommender
+from userlens.models.base import ArraySpec, Capability, Recommender
 from userlens.models.nn import losses
 from userlens.models.nn.modules import PAD, GRUSequenceEncoder, TransformerSequenceEncoder
 from userlens.models.nn.trainer import all_reduce_sum, pad_right, train, world
@@ -67,14 +67,29 @@ class SequentialRecommender(Recommender):
     """
 
     config: SequentialConfig
-    distributed = True
-    """Trains under torch.distributed when a process group is initialised."""
+    capabilities = frozenset({Capability.EMBEDDINGS, Capability.DISTRIBUTED,
+                              Capability.EPOCHS})
 
     def __init__(self, config: SequentialConfig | None = None) -> None:
         super().__init__(config)
         self.module_: nn.Module | None = None
         self.training_: dict = {}
-        self.on_epoch: Callable[[dict], None] | None = None
+        self._epoch_callback: Callable[[dict], None] | None = None
+
+    def set_epoch_callback(self, callback: Callable[[dict], None] | None) -> None:
+        self._epoch_callback = callback
+
+    def training_log(self) -> dict | None:
+        return self.training_ or None
+
+    def history_window(self) -> int | None:
+        return self.config.max_len
+
+    def user_vectors(self, histories: Histories) -> np.ndarray:
+        return np.ascontiguousarray(self.user_embeddings(histories), np.float32)
+
+    def item_vectors(self) -> np.ndarray:
+        return np.ascontiguousarray(self.item_embeddings(), np.float32)
 
     # ------------------------------------------------------------------ to implement
 
@@ -176,7 +191,7 @@ class SequentialRecommender(Recommender):
             batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience,
             eval_every=c.eval_every, seed=seed, device=self.device_, amp=c.amp,
             grad_clip=c.grad_clip, time_limit_seconds=c.time_limit_seconds,
-            on_epoch=self.on_epoch, batching=c.batching)
+            on_epoch=self._epoch_callback, batching=c.batching)
         self.training_ = history.to_dict()
         return self
 
@@ -265,6 +280,12 @@ class SequentialRecommender(Recommender):
     def _state(self) -> dict[str, np.ndarray]:
         return {f"param.{name}": tensor.detach().float().cpu().numpy()
                 for name, tensor in self.module_.state_dict().items()}
+
+    def _state_spec(self) -> dict[str, ArraySpec]:
+        """Exactly the parameters a module built from this config and item count has."""
+        module = self._make_module(self.n_items_)
+        return {f"param.{name}": (tuple(tensor.shape), "float32")
+                for name, tensor in module.state_dict().items()}
 
     def _load_state(self, arrays: dict[str, np.ndarray]) -> None:
         self.device_ = resolve_device(self.config.device)

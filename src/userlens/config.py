@@ -1,0 +1,189 @@
+"""The experiment config: a TOML file validated by pydantic, paths resolved once.
+
+A config names its data, filters, split, evaluation protocol and models. Every table is a
+frozen pydantic model with ``extra="forbid"``, so a misspelled key is an error that names
+it. Relative paths are resolved here, against the config file's own folder, and nowhere
+else. This module sits above ``models/`` because it validates model names and parameters.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from userlens.data.readers import FORMATS, ColumnMap
+from userlens.data.semantics import EventSemantics
+from userlens.models.registry import MODEL_NAMES, config_class
+
+DataFormat = Literal["csv", "tsv", "parquet", "jsonl", "movielens", "recbole", "sequences",
+                     "amazon"]
+assert set(DataFormat.__args__) == set(FORMATS)  # noqa: S101 (one list of formats)
+
+
+class ConfigError(ValueError):
+    """The config file is invalid; the message names the offending key."""
+
+
+class DataConfig(BaseModel, frozen=True, extra="forbid"):
+    path: str | None = None
+    """Event log file or folder; relative paths are read from the config file's folder."""
+    dataset: str | None = None
+    """A registered dataset name instead of a path (see ``userlens datasets list``)."""
+    format: DataFormat | None = None
+    columns: ColumnMap = ColumnMap()
+    separator: str | None = None
+    items: str | None = None
+    """Optional item catalogue file (CSV/TSV/Parquet/JSONL with an ``item_id`` column)."""
+    item_columns: dict[str, str] = {}
+    """Catalogue column renames, e.g. ``{ movieId = "item_id", genres = "categories" }``."""
+    min_rating: float | None = None
+    """Keep events with value >= min_rating (explicit ratings -> implicit positives)."""
+    repeats: Literal["all", "first", "last"] = "all"
+    event_weights: dict[str, float] = {}
+    negative_event_types: list[str] = []
+    min_user_interactions: int = Field(default=0, ge=0)
+    min_item_interactions: int = Field(default=0, ge=0)
+    iterative_k_core: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.path is None) == (self.dataset is None):
+            raise ValueError("give exactly one of data.path or data.dataset")
+        return self
+
+    def semantics(self, known_types: tuple[str, ...] | None = None) -> EventSemantics:
+        """What each event type means, as training applied it (saved with the artefact)."""
+        return EventSemantics(known_types=list(known_types) if known_types else None,
+                              weights=dict(self.event_weights),
+                              negative_types=list(self.negative_event_types))
+
+
+class SplitConfig(BaseModel, frozen=True, extra="forbid"):
+    method: Literal["leave_one_out", "temporal", "user_holdout"] = "leave_one_out"
+    validation: bool = True
+    cut: int | None = None
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    valid_fraction: float = Field(default=0.0, ge=0, lt=1)
+    cold_users: Literal["drop", "keep"] = "drop"
+    cold_items: Literal["drop", "keep"] = "drop"
+
+
+class Protocol(BaseModel, frozen=True, extra="forbid"):
+    """How test items are ranked; the label appears in every output."""
+
+    kind: Literal["full", "sampled"] = "full"
+    n_negatives: int = Field(default=100, gt=0)
+    """Sampled protocol only: negatives ranked against each user's relevant items."""
+    sampler: Literal["uniform", "popularity"] = "uniform"
+    repeats: Literal["exclude", "include"] = "exclude"
+    """``exclude``: the user's history items are removed from the ranking, so a target the
+    user already had cannot be found and is dropped (counted in every report).
+    ``include``: nothing is removed from the ranking and repeat targets count."""
+
+    def label(self) -> str:
+        base = "full" if self.kind == "full" else f"sampled-{self.sampler}-{self.n_negatives}"
+        return base if self.repeats == "exclude" else f"{base}+repeats"
+
+
+class EvaluationConfig(BaseModel, frozen=True, extra="forbid"):
+    metrics: list[str] = ["hr@10", "ndcg@10"]
+    protocol: Protocol = Protocol()
+    batch_size: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> EvaluationConfig:
+        # Imported when a config is validated, not at module load: evaluation/ imports this
+        # module, and the metric registry is the one list of metric names.
+        from userlens.evaluation.metrics import parse_metric
+
+        for metric in self.metrics:
+            parse_metric(metric)
+        return self
+
+
+class ModelEntry(BaseModel, frozen=True, extra="forbid"):
+    name: str
+    label: str | None = None
+    """Name in the leaderboard and artefact folder (default: the model name)."""
+    params: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _known_model(self) -> ModelEntry:
+        if self.name not in MODEL_NAMES:
+            raise ValueError(f"unknown model '{self.name}'; known models: "
+                             f"{', '.join(MODEL_NAMES)}")
+        try:
+            config_class(self.name)(**self.params)
+        except ValidationError as error:
+            problems = "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                 for e in error.errors())
+            raise ValueError(f"model '{self.name}': {problems}") from None
+        return self
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class ExperimentConfig(BaseModel, frozen=True, extra="forbid"):
+    name: str
+    seed: int = 0
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    models: list[ModelEntry] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_labels(self) -> ExperimentConfig:
+        labels = [m.display for m in self.models]
+        duplicated = sorted({x for x in labels if labels.count(x) > 1})
+        if duplicated:
+            raise ValueError(f"models {duplicated} appear twice; give each a distinct 'label'")
+        return self
+
+
+def _resolve(value: str | None, folder: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (folder / path).resolve())
+
+
+def validate_config(raw: dict[str, Any], *, source: str = "config",
+                    folder: Path | None = None) -> ExperimentConfig:
+    """Validate a config given as a dict (``folder`` resolves relative paths)."""
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        problems = []
+        for e in error.errors():
+            key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+            message = e["msg"].removeprefix("Value error, ")
+            if e["type"] == "extra_forbidden":
+                message = "unknown key (typo?)"
+            problems.append(f"{key}: {message}")
+        raise ConfigError(f"{source}: invalid config\n  " + "\n  ".join(problems)) from None
+    if folder is not None:
+        data = config.data.model_copy(update={"path": _resolve(config.data.path, folder),
+                                              "items": _resolve(config.data.items, folder)})
+        config = config.model_copy(update={"data": data})
+    return config
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Parse and validate a TOML experiment config; errors name the bad key.
+
+    Relative ``data.path`` and ``data.items`` are resolved against the config file's
+    folder, so a config means the same thing from any working directory.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML ({error})") from None
+    return validate_config(raw, source=str(path), folder=path.resolve().parent)

@@ -1,0 +1,1 @@
+"""One router per resource; ``userlens.serving.app.create_app`` wires them."""

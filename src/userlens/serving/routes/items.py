@@ -1,0 +1,20 @@
+"""POST /items: item metadata for filters and new items."""
+
+
+from fastapi import APIRouter
+
+from userlens.serving.deps import AUTH_RESPONSES, ServiceDep, require
+from userlens.serving.schemas import ItemsIn, ItemsOut
+
+router = APIRouter(tags=["items"])
+
+
+@router.post("/items", response_model=ItemsOut, dependencies=[require("write")],
+             responses=AUTH_RESPONSES)
+def upsert_items(body: ItemsIn, service: ServiceDep) -> ItemsOut:
+    """Insert or replace item metadata; unknown items are served by the fallback."""
+    records = list({item.item_id: item.fields for item in body.items}.items())
+    service.storage.upsert_items(records)
+    service.note_items(records)
+    known = sum(service.engine.items.index_of(i) is not None for i, _ in records)
+    return ItemsOut(upserted=len(records), known_to_model=known)

@@ -1,0 +1,107 @@
+"""Recommendations for a stored user or an ad-hoc history, ranking, similar items."""
+
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import StringConstraints
+
+from userlens.serving.deps import (
+    AUTH_RESPONSES,
+    PathId,
+    ServiceDep,
+    UserPathId,
+    invalid,
+    path_id,
+    require,
+)
+from userlens.serving.engine import Engine, Scored
+from userlens.serving.schemas import (
+    ErrorOut,
+    HistoryIn,
+    ModelInfo,
+    RankIn,
+    RankOut,
+    RecommendationsOut,
+    ScoredItem,
+    SimilarOut,
+)
+from userlens.serving.service import InvalidFilter
+from userlens.serving.settings import ServeSettings
+
+FILTER_PATTERN = r"^[^:]+:[\s\S]+$"
+FilterText = Annotated[str, StringConstraints(pattern=FILTER_PATTERN)]
+
+
+def scored(items: list[Scored]) -> list[ScoredItem]:
+    return [ScoredItem(item_id=s.item_id, score=s.score, source=s.source) for s in items]
+
+
+def model_info(engine: Engine) -> ModelInfo:
+    return ModelInfo(name=engine.model.name, version=engine.version)
+
+
+def build(settings: ServeSettings) -> APIRouter:
+    router = APIRouter(tags=["recommendations"])
+    k_query = Query(ge=1, le=settings.max_k, description="number of items")
+    filter_query = Query(max_length=20,
+                         description="field:value, repeatable, e.g. genre:Comedy")
+
+    @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
+                dependencies=[require("read")], responses=AUTH_RESPONSES)
+    def user_recommendations(service: ServiceDep, user_id: UserPathId,
+                             k: Annotated[int, k_query] = 10, exclude_seen: bool = True,
+                             filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
+                             ) -> RecommendationsOut:
+        """Recommendations from the user's stored history, including events just posted
+        (with the event semantics the model was trained with)."""
+        user_id = path_id(user_id, "user_id")
+        engine = service.engine
+        history = service.user_history(user_id)
+        try:
+            items, skipped, fallback = service.recommend(
+                history.items, k, exclude_seen, filter or [], weights=history.weights,
+                seen=history.seen)
+        except InvalidFilter as error:
+            raise invalid(("query", "filter"), str(error)) from error
+        return RecommendationsOut(user_id=user_id, items=scored(items), fallback=fallback,
+                                  history_length=len(history.items),
+                                  unknown_items_skipped=skipped, model=model_info(engine))
+
+    @router.post("/recommendations", response_model=RecommendationsOut)
+    def session_recommendations(body: HistoryIn, service: ServiceDep) -> RecommendationsOut:
+        """Recommendations for an ad-hoc history (an anonymous session), oldest first."""
+        engine = service.engine
+        history = body.history[-settings.max_history:]
+        try:
+            items, skipped, fallback = service.recommend(
+                history, min(body.k, settings.max_k), body.exclude_seen, body.filter)
+        except InvalidFilter as error:
+            raise invalid(("body", "filter"), str(error)) from error
+        return RecommendationsOut(user_id=None, items=scored(items), fallback=fallback,
+                                  history_length=len(history), unknown_items_skipped=skipped,
+                                  model=model_info(engine))
+
+    @router.post("/users/{user_id}/rank", response_model=RankOut,
+                 dependencies=[require("read")], responses=AUTH_RESPONSES)
+    def rank(user_id: UserPathId, body: RankIn, service: ServiceDep) -> RankOut:
+        """Order candidate items for a user; items the model does not know go last."""
+        user_id = path_id(user_id, "user_id")
+        engine = service.engine
+        history = service.user_history(user_id)
+        items, _ = engine.rank(history.items, body.items, history.weights)
+        return RankOut(user_id=user_id, items=scored(items), model=model_info(engine))
+
+    @router.get("/items/{item_id}/similar", response_model=SimilarOut,
+                responses={404: {"model": ErrorOut}}, tags=["items"])
+    def similar(item_id: PathId, service: ServiceDep,
+                k: Annotated[int, k_query] = 10) -> SimilarOut:
+        """Items the model recommends to someone who just interacted with this one."""
+        item_id = path_id(item_id, "item_id")
+        engine = service.engine
+        if engine.items.index_of(item_id) is None:
+            raise HTTPException(404, f"item_id {item_id!r} is not known to the model")
+        return SimilarOut(item_id=item_id, items=scored(engine.similar(item_id, k)),
+                          model=model_info(engine))
+
+    return router

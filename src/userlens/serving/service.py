@@ -1,0 +1,245 @@
+"""What the service does, without HTTP: histories with their event semantics, model items
+blended with fallbacks, trending, reloads. Route handlers call these methods and stay short.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from userlens.serving.engine import ArtefactError, Engine, Filter, Scored
+from userlens.serving.observability import Metrics
+from userlens.serving.settings import KeyRing, ServeSettings
+from userlens.serving.storage import Storage, now_ms
+
+logger = logging.getLogger(__name__)
+
+
+class ReloadRefused(Exception):
+    """A reload was refused; ``reason`` is safe to show (no paths, no file contents)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class InvalidFilter(ValueError):
+    """A filter expression is malformed."""
+
+
+@dataclass(frozen=True)
+class UserHistory:
+    """A stored history as the model reads it (semantics applied) and what counts as seen."""
+
+    items: list[str]
+    weights: list[float]
+    seen: list[str]
+
+
+def load_engine(path: str | Path, settings: ServeSettings) -> Engine:
+    """Load an artefact with the service's history, ANN, size and thread settings."""
+    return Engine.load(path, max_history=settings.max_history,
+                       ann_min_items=settings.ann_min_items, ann_kind=settings.ann_kind,
+                       ann_depth=settings.ann_depth, torch_threads=settings.torch_threads,
+                       max_bytes=settings.max_artefact_bytes)
+
+
+def served_state(engine: Engine) -> dict[str, str]:
+    return {"path": str(Path(engine.path).resolve()), "version": engine.version}
+
+
+class Service:
+    """Mutable state behind the app: the current engine and the caches that refresh."""
+
+    def __init__(self, engine: Engine, storage: Storage, settings: ServeSettings) -> None:
+        self.engine = engine
+        self.storage = storage
+        self.settings = settings
+        self.keys = KeyRing(settings.keys())
+        self.metrics = Metrics()
+        self.metrics.set_model(engine.model.name, engine.version)
+        self._reload_lock = threading.Lock()
+        self._trending: list[tuple[str, int]] = []
+        self._trending_lock = threading.Lock()
+        self._fields_version = storage.items_version()
+        self._fields: dict[str, dict[str, Any]] = storage.item_fields()
+        self._fields_stamp = 0
+        self._fields_checked = time.monotonic()
+
+    # --------------------------------------------------------------- caches
+
+    def stored_fields(self) -> tuple[dict[str, dict[str, Any]], int]:
+        """Item metadata posted to /items. Every 5 s a one-row query says whether another
+        worker wrote; only then is the table read again."""
+        if time.monotonic() - self._fields_checked > 5.0:
+            self._fields_checked = time.monotonic()
+            version = self.storage.items_version()
+            if version != self._fields_version:
+                self._fields_version = version
+                self._fields, self._fields_stamp = (self.storage.item_fields(),
+                                                    self._fields_stamp + 1)
+        return self._fields, self._fields_stamp
+
+    def note_items(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        fields = dict(self._fields)
+        fields.update(records)
+        self._fields, self._fields_stamp = fields, self._fields_stamp + 1
+
+    def refresh_trending(self) -> None:
+        """Recompute trending: positive events in the window, up to now, on items the model
+        or the posted catalogue knows (called off the request path)."""
+        now = now_ms()
+        since = now - int(self.settings.trending_window_hours * 3_600_000)
+        engine, limit = self.engine, self.settings.max_k
+        found = self.storage.trending(since, 4 * limit, until_ms=now,
+                                      negative_types=engine.semantics.negative_types)
+        fields = self.stored_fields()[0]
+        known = [(item, n) for item, n in found
+                 if engine.items.index_of(item) is not None or item in fields]
+        with self._trending_lock:
+            self._trending = known[:limit]
+
+    def trending(self) -> list[tuple[str, int]]:
+        if self.settings.trending_cache_seconds == 0:
+            self.refresh_trending()
+        with self._trending_lock:
+            return self._trending
+
+    # --------------------------------------------------------------- events and users
+
+    def event_problem(self, event_type: str | None) -> str | None:
+        """Why the served model cannot take an event of this type (None: it can)."""
+        return self.engine.semantics.problem(event_type)
+
+    def user_history(self, user_id: str) -> UserHistory:
+        """The user's newest events with the training semantics applied: negatives cancel
+        earlier events on their item, weights become values; every stored item counts as
+        seen."""
+        engine = self.engine
+        events = self.storage.history_events(user_id, limit=self.settings.max_history)
+        items, weights = engine.semantics.apply(events)
+        return UserHistory(items, weights, [item for item, _ in events])
+
+    def erase(self, user_id: str) -> dict[str, int]:
+        """Erase a user everywhere, including this process's caches (trending)."""
+        removed = self.storage.erase_user(user_id)
+        self.refresh_trending()
+        return removed
+
+    # --------------------------------------------------------------- recommendations
+
+    def recommend(self, history: list[str], k: int, exclude_seen: bool,
+                  expressions: list[str], weights: list[float] | None = None,
+                  seen: list[str] | None = None) -> tuple[list[Scored], int, bool]:
+        """Model items first, then fallback items until k; (items, skipped, fallback only).
+
+        Raises:
+            InvalidFilter: a malformed filter expression.
+        """
+        engine = self.engine
+        try:
+            where = Filter.parse(expressions)
+        except ValueError as error:
+            raise InvalidFilter(str(error)) from error
+        fields, stamp = self.stored_fields() if where else ({}, 0)
+        allowed = engine.allowed(where, fields, stamp) if where else None
+        seen = history if seen is None else seen
+        items, skipped, personalised = engine.recommend(
+            history, k, exclude_seen=exclude_seen, allowed=allowed, weights=weights, seen=seen)
+        if len(items) < k:
+            items += self.fallback(engine, k - len(items), seen if exclude_seen else [],
+                                   {s.item_id for s in items}, where, allowed)
+        if not personalised:
+            self.metrics.fallbacks.inc()
+        return items, skipped, not personalised
+
+    def fallback(self, engine: Engine, k: int, seen: list[str], taken: set[str],
+                 where: Filter, allowed) -> list[Scored]:
+        """Trending items (recent events), then training popularity, then new catalogue items."""
+        skip = set(seen) | taken
+        out: list[Scored] = []
+        fields = self.stored_fields()[0]
+
+        def admit(item_id: str) -> bool:
+            if item_id in skip:
+                return False
+            if where:
+                index = engine.items.index_of(item_id)
+                ok = (bool(allowed[index]) if index is not None
+                      else where.matches(fields.get(item_id)))
+                if not ok:
+                    return False
+            skip.add(item_id)
+            return True
+
+        for item_id, count in self.trending():
+            if len(out) == k:
+                return out
+            if admit(item_id):
+                out.append(Scored(item_id, float(count), "trending"))
+        popularity = engine.model.popularity()
+        for index in engine.popular().tolist():
+            if len(out) == k:
+                return out
+            item_id = engine.items.ids[index]
+            if admit(item_id):
+                out.append(Scored(item_id, float(popularity[index]), "popular"))
+        for item_id in fields:
+            if len(out) == k:
+                break
+            if engine.items.index_of(item_id) is None and admit(item_id):
+                out.append(Scored(item_id, None, "new"))
+        return out
+
+    # --------------------------------------------------------------- reloads
+
+    def _reload_path(self, path: str | None) -> Path:
+        if path is None:
+            return Path(self.engine.path)
+        root = self.settings.reload_root()
+        try:
+            resolved = Path(path).resolve()
+        except (OSError, ValueError, RuntimeError):
+            raise ReloadRefused("the path is not a directory under the artefact root") from None
+        if resolved != root and root not in resolved.parents or not resolved.is_dir():
+            raise ReloadRefused("the path is not a directory under the artefact root")
+        return resolved
+
+    def reload(self, path: str | None, *, announce: bool = True) -> tuple[Engine, str]:
+        """Load a new artefact and swap it in; on any failure the old engine keeps serving.
+
+        ``announce`` records the new artefact in the database, where the other worker
+        processes find it (:meth:`follow`) and load it too.
+
+        Raises:
+            ReloadRefused: with a generic reason (details go to the log, not the client).
+        """
+        with self._reload_lock:
+            previous = self.engine
+            target = self._reload_path(path)
+            try:
+                engine = load_engine(target, self.settings)
+            except (ArtefactError, OSError, ValueError, MemoryError) as error:
+                logger.warning("reload of %s refused, still serving %s: %s", target,
+                               previous.version, error)
+                raise ReloadRefused("the artefact cannot be loaded") from error
+            self.engine = engine
+            self.metrics.set_model(engine.model.name, engine.version)
+            if announce:
+                self.storage.set_state("artefact", served_state(engine))
+            return engine, previous.version
+
+    def follow(self) -> None:
+        """Load the artefact another worker announced, if it differs from ours."""
+        state = self.storage.get_state("artefact")
+        if state and state.get("version") != self.engine.version:
+            logger.info("worker %d follows the reload to %s", os.getpid(), state["version"])
+            try:
+                self.reload(state["path"], announce=False)
+            except ReloadRefused as error:
+                logger.warning("could not follow the reload to %s: %s", state["path"], error)

@@ -34,7 +34,8 @@ def user_id(index: int) -> str:
     return f"u{index}"
 
 
-def write_artefact(path: Path, model, n_items: int, label: str = "ease") -> Path:
+def write_artefact(path: Path, model, n_items: int, label: str = "ease",
+                   semantics: dict | None = None) -> Path:
     """An artefact dir as ``userlens run`` writes it (model, id maps, catalogue, manifest)."""
     model.save(path / "model")
     IdIndex([item_id(i) for i in range(n_items)]).save(path / "items.json")
@@ -42,7 +43,10 @@ def write_artefact(path: Path, model, n_items: int, label: str = "ease") -> Path
                             "title": [f"Movie {i}" for i in range(n_items)],
                             "categories": [GENRES[i % len(GENRES)] for i in range(n_items)]})
     catalog.write_parquet(path / "catalog.parquet")
-    (path / "manifest.json").write_text(json.dumps({"label": label}))
+    manifest = {"label": label}
+    if semantics is not None:
+        manifest["event_semantics"] = semantics
+    (path / "manifest.json").write_text(json.dumps(manifest))
     return path
 
 

@@ -56,7 +56,7 @@ def _data_home() -> Path:
 
 
 def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
 
 

@@ -32,15 +32,16 @@ def check_text(value: str) -> str:
 NO_NUL = r"^[^\x00]*$"
 """PostgreSQL text cannot hold NUL; the spec says so, so clients know before they send."""
 
-USER_ID_PATTERN = r"^[^\x00/]*$"
+USER_ID_PATTERN = r"^[^\x00/%]*$"
 """User ids appear in URL paths (``/users/{user_id}/history``, ``DELETE /users/{user_id}``),
 so every user id that ingestion accepts must be routable, readable and erasable: no ``/``,
-not ``.`` or ``..`` (which HTTP clients collapse), no NUL."""
+no ``%`` (some HTTP stacks decode a path twice, turning ``%2F`` into ``/``), not ``.`` or
+``..`` (which HTTP clients collapse), no NUL."""
 
 
 def check_user_id(value: str) -> str:
-    if "/" in value:
-        raise ValueError("must not contain '/' (ids are used in URL paths)")
+    if "/" in value or "%" in value:
+        raise ValueError("must not contain '/' or '%' (user ids are used in URL paths)")
     if value in (".", ".."):
         raise ValueError("must not be '.' or '..' (ids are used in URL paths)")
     return check_text(value)

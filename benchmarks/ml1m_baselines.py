@@ -39,7 +39,8 @@ MODELS = [
     ("itemknn", {"neighbors": 100, "shrinkage": 10.0}),
     ("ease", {"l2": 500.0}),
     ("als", {"factors": 64, "regularization": 0.01, "alpha": 1.0, "iterations": 15}),
-    ("bpr", {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100}),
+    ("bpr", {"factors": 64, "learning_rate": 0.05, "regularization": 0.01, "iterations": 100,
+             "num_threads": 1}),
 ]
 
 

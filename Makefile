@@ -7,7 +7,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export USERLENS_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: demo serve test lint bench clean
+.PHONY: demo serve test lint bench docs clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ test: $(BIN)/.installed
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check src tests benchmarks
+
+docs: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[docs]"
+	$(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/ml1m_baselines.py

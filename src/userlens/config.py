@@ -27,9 +27,11 @@ class ConfigError(ValueError):
     """The config file is invalid; the message names the offending key."""
 
 
-class DataConfig(BaseModel, frozen=True, extra="forbid"):
+class DataConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     path: str | None = None
-    """Event log file or folder; relative paths are read from the config file's folder."""
+    """Event log file or folder; relative paths are read from the config file's folder.
+    Without path and dataset, the data is a DataFrame given to ``userlens.run``."""
     dataset: str | None = None
     """A registered dataset name instead of a path (see ``userlens datasets list``)."""
     format: DataFormat | None = None
@@ -50,8 +52,8 @@ class DataConfig(BaseModel, frozen=True, extra="forbid"):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.path is None) == (self.dataset is None):
-            raise ValueError("give exactly one of data.path or data.dataset")
+        if self.path is not None and self.dataset is not None:
+            raise ValueError("give one of data.path or data.dataset, not both")
         return self
 
     def semantics(self, known_types: tuple[str, ...] | None = None) -> EventSemantics:
@@ -61,7 +63,8 @@ class DataConfig(BaseModel, frozen=True, extra="forbid"):
                               negative_types=list(self.negative_event_types))
 
 
-class SplitConfig(BaseModel, frozen=True, extra="forbid"):
+class SplitConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     method: Literal["leave_one_out", "temporal", "user_holdout"] = "leave_one_out"
     validation: bool = True
     cut: int | None = None
@@ -71,7 +74,8 @@ class SplitConfig(BaseModel, frozen=True, extra="forbid"):
     cold_items: Literal["drop", "keep"] = "drop"
 
 
-class Protocol(BaseModel, frozen=True, extra="forbid"):
+class Protocol(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     """How test items are ranked; the label appears in every output."""
 
     kind: Literal["full", "sampled"] = "full"
@@ -88,7 +92,8 @@ class Protocol(BaseModel, frozen=True, extra="forbid"):
         return base if self.repeats == "exclude" else f"{base}+repeats"
 
 
-class EvaluationConfig(BaseModel, frozen=True, extra="forbid"):
+class EvaluationConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     metrics: list[str] = ["hr@10", "ndcg@10"]
     protocol: Protocol = Protocol()
     batch_size: int | None = Field(default=None, gt=0)
@@ -104,7 +109,8 @@ class EvaluationConfig(BaseModel, frozen=True, extra="forbid"):
         return self
 
 
-class ModelEntry(BaseModel, frozen=True, extra="forbid"):
+class ModelEntry(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     name: str
     label: str | None = None
     """Name in the leaderboard and artefact folder (default: the model name)."""
@@ -128,7 +134,8 @@ class ModelEntry(BaseModel, frozen=True, extra="forbid"):
         return self.label or self.name
 
 
-class ExperimentConfig(BaseModel, frozen=True, extra="forbid"):
+class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     name: str
     seed: int = 0
     data: DataConfig

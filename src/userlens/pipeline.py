@@ -15,7 +15,7 @@ from userlens.config import DataConfig, SplitConfig
 from userlens.data import filters
 from userlens.data.datasets import DEFAULT_DATA_HOME, resolve
 from userlens.data.interactions import Dataset, ItemCatalog
-from userlens.data.readers import DataFormatError, read
+from userlens.data.readers import DataFormatError, read, read_frame
 from userlens.data.splits import Split, leave_one_out, temporal, user_holdout
 
 logger = logging.getLogger(__name__)
@@ -27,13 +27,21 @@ second is the one listed later in the file."""
 
 
 def read_source(config: DataConfig, *, mirror: Path | None = None,
-                data_home: Path = DEFAULT_DATA_HOME) -> Dataset:
-    """Read the event log (and the item catalogue file, when given), before any filter."""
-    if config.dataset is not None:
+                data_home: Path = DEFAULT_DATA_HOME, frame=None) -> Dataset:
+    """Read the event log (and the item catalogue file, when given), before any filter.
+
+    ``frame``: a polars or pandas DataFrame to use instead of ``data.path`` / ``dataset``.
+    """
+    if frame is not None:
+        dataset = read_frame(frame, config.columns)
+    elif config.dataset is not None:
         path, data_format = resolve(config.dataset, mirror=mirror, data_home=data_home)
-    else:
+    elif config.path is not None:
         path, data_format = Path(config.path), config.format
-    dataset = read(path, data_format, config.columns, separator=config.separator)
+    else:
+        raise ValueError("data: give data.path or data.dataset (or pass a DataFrame)")
+    if frame is None:
+        dataset = read(path, data_format, config.columns, separator=config.separator)
     if config.items is not None:
         dataset = attach_catalog(dataset, Path(config.items), config.item_columns)
     return dataset
@@ -86,9 +94,10 @@ def apply_filters(dataset: Dataset, config: DataConfig) -> Dataset:
 
 
 def load_data(config: DataConfig, *, mirror: Path | None = None,
-              data_home: Path = DEFAULT_DATA_HOME) -> Dataset:
-    """Read and filter the data a config describes."""
-    return apply_filters(read_source(config, mirror=mirror, data_home=data_home), config)
+              data_home: Path = DEFAULT_DATA_HOME, frame=None) -> Dataset:
+    """Read and filter the data a config describes (or ``frame``, with its filters)."""
+    return apply_filters(read_source(config, mirror=mirror, data_home=data_home,
+                                     frame=frame), config)
 
 
 def make_split(dataset: Dataset, config: SplitConfig, seed: int) -> Split:

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -176,23 +177,39 @@ def _run_distributed(config: Path, target: Path, nproc: int) -> dict | None:
 
 @app.command()
 def describe(
-    data: Annotated[str, typer.Argument(help="a file/folder path or a registered dataset name")],
+    data: Annotated[str, typer.Argument(
+        help="a file or folder, a registered dataset name, or an experiment config (.toml)")],
     format: Annotated[str | None, typer.Option(help="csv, tsv, parquet, jsonl, movielens, "
                                                      "recbole, sequences, amazon")] = None,
+    columns: Annotated[str | None, typer.Option(
+        help="column map, e.g. user=uid,item=movie,time=ts,value=rating,event_type=kind")
+    ] = None,
     min_item_interactions: Annotated[int, typer.Option()] = 0,
     min_user_interactions: Annotated[int, typer.Option()] = 0,
     json_output: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Users, items, density, history lengths, popularity concentration and warnings."""
+    """Users, items, density, history lengths, popularity concentration and warnings.
+
+    Given a config, describes its data after the config's filters.
+    """
     from userlens.data import filters
     from userlens.data.datasets import REGISTRY, resolve
     from userlens.data.describe import describe as describe_events
-    from userlens.data.readers import read
+    from userlens.data.readers import ColumnMap, read
 
     try:
-        path, data_format = (resolve(data, mirror=_mirror(), data_home=_data_home())
-                             if data in REGISTRY else (Path(data), format))
-        dataset = read(path, data_format)
+        column_map = _parse_columns(columns) if columns else None
+        if data.endswith(".toml"):
+            from userlens.config import load_config
+            from userlens.pipeline import load_data
+
+            dataset = load_data(load_config(data).data, mirror=_mirror(),
+                                data_home=_data_home())
+            path = Path(data)
+        else:
+            path, data_format = (resolve(data, mirror=_mirror(), data_home=_data_home())
+                                 if data in REGISTRY else (Path(data), format))
+            dataset = read(path, data_format, column_map or ColumnMap())
         if min_item_interactions or min_user_interactions:
             dataset = filters.k_core(dataset, min_user_interactions, min_item_interactions)
     except _user_errors() as error:
@@ -216,6 +233,70 @@ def describe(
     out.print(table)
     for warning in stats["warnings"]:
         out.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _parse_columns(text: str):
+    """``user=uid,item=movie`` -> ColumnMap; an unknown role lists the valid ones."""
+    from userlens.data.readers import ColumnMap
+
+    roles = list(ColumnMap.model_fields)
+    mapping = {}
+    for part in text.split(","):
+        role, sep, column = part.partition("=")
+        role = role.strip()
+        if not sep or role not in roles or not column.strip():
+            raise ValueError(f"--columns: {part!r} must be role=column with role one of "
+                             f"{', '.join(roles)}")
+        mapping[role] = column.strip()
+    return ColumnMap(**mapping)
+
+
+@models_app.callback()
+def models_list(ctx: typer.Context,
+                json_output: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the models (without a subcommand); `userlens models show NAME` for parameters."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from userlens.models.registry import MODEL_NAMES, config_class
+
+    rows = [{"name": name, "config": config_class(name).__name__,
+             "summary": (config_class(name).__doc__ or "").strip().split("\n")[0]}
+            for name in MODEL_NAMES]
+    if json_output:
+        print(json.dumps(rows))
+        return
+    table = Table(title="models (userlens models show NAME for every parameter)")
+    for column in ("name", "parameters"):
+        table.add_column(column)
+    for name in MODEL_NAMES:
+        table.add_row(name, ", ".join(config_class(name).model_fields))
+    out.print(table)
+
+
+@models_app.command("show")
+def models_show(name: str, json_output: Annotated[bool, typer.Option("--json")] = False
+                ) -> None:
+    """Every parameter of a model: name, type, default and meaning."""
+    from userlens.models.registry import MODEL_NAMES, config_class
+
+    if name not in MODEL_NAMES:
+        _fail(f"unknown model '{name}'; known models: {', '.join(MODEL_NAMES)}")
+    rows = []
+    for field, info in config_class(name).model_fields.items():
+        annotation = info.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation)
+        rows.append({"name": field, "type": type_name.replace("typing.", ""),
+                     "default": info.get_default(call_default_factory=True),
+                     "meaning": (info.description or "").strip()})
+    if json_output:
+        print(json.dumps(rows, default=str))
+        return
+    table = Table(title=escape(f"{name} parameters ([[models]] params = {{ ... }})"))
+    for column in ("name", "type", "default", "meaning"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["type"], repr(row["default"]), row["meaning"])
+    out.print(table)
 
 
 @app.command()

@@ -25,7 +25,8 @@ class DataFormatError(ValueError):
     """A data file is malformed; the message names the file, line and field."""
 
 
-class ColumnMap(BaseModel, frozen=True, extra="forbid"):
+class ColumnMap(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     """Which source columns hold the user, item, time, value and event type (also the
     ``[data.columns]`` table of an experiment config)."""
 
@@ -112,13 +113,17 @@ def build_dataset(
 
     if "value" in raw.columns:
         value = raw["value"]
+        # a blank value is "no value given": weight 1, like a log without the column
         if not value.dtype.is_numeric():
-            value = value.str.strip_chars().cast(pl.Float64, strict=False)
+            text = value.str.strip_chars()
+            blank = text.is_null() | (text == "")
+            value = pl.when(blank).then(pl.lit("1")).otherwise(text)
+            value = raw.select(value.alias("value"))["value"].cast(pl.Float64, strict=False)
             bad = raw.filter(value.is_null())
             if bad.height:
                 row = bad.row(0, named=True)
                 raise _fail(path, row.get("_line"), "value", f"'{row['value']}' is not a number")
-        value = value.cast(pl.Float32)
+        value = value.fill_null(1.0).cast(pl.Float32)
     else:
         value = pl.Series("value", np.ones(raw.height, np.float32))
 
@@ -231,9 +236,18 @@ def read_table(
               "value": columns.value, "event_type": columns.event_type}
     if format in ("csv", "tsv"):
         sep = separator or ("\t" if format == "tsv" else ",")
-        raw = pl.read_csv(path, separator=sep, has_header=has_header, infer_schema=False,
-                          truncate_ragged_lines=True, row_index_name="_line",
-                          row_index_offset=2 if has_header else 1)
+        try:
+            raw = pl.read_csv(path, separator=sep, has_header=has_header, infer_schema=False,
+                              truncate_ragged_lines=True, row_index_name="_line",
+                              row_index_offset=2 if has_header else 1)
+        except pl.exceptions.NoDataError:
+            raise DataFormatError(f"{path}: the file is empty") from None
+        except pl.exceptions.ComputeError as error:
+            raise _quote_error(path) or DataFormatError(
+                f"{path}: cannot be parsed as {format} ({str(error).splitlines()[0]})"
+            ) from None
+        if raw.height == 0:
+            raise DataFormatError(f"{path}: no events (only a header line)")
         _check_field_counts(path, sep, raw.width - 1, 1 if has_header else 0)
         data_columns = [c for c in raw.columns if c != "_line"]
         raw = raw.filter(~pl.all_horizontal(pl.col(data_columns).is_null()))  # blank lines
@@ -256,6 +270,18 @@ def read_table(
         rename[source] = target
     raw = raw.select([pl.col("_line")] + [pl.col(s).alias(t) for s, t in rename.items()])
     return build_dataset(raw, path, name=name or path.stem)
+
+
+def _quote_error(path: Path) -> DataFormatError | None:
+    """The line where a quoted field opens and never closes, if that is the problem."""
+    opened = None
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.count('"') % 2:
+                opened = number if opened is None else None
+    if opened is None:
+        return None
+    return DataFormatError(f"{path}, line {opened}: a quoted field is never closed (\")")
 
 
 def _guess_format(path: Path) -> str:
@@ -504,6 +530,30 @@ def read_amazon(path: str | Path, *, name: str | None = None) -> Dataset:
         raise DataFormatError(f"{path}, line 1: not an Amazon review file (need reviewerID/asin "
                               f"or user_id/asin); fields are {frame.columns[1:]}")
     return build_dataset(raw, path, name=name or path.name.split(".")[0])
+
+
+def read_frame(frame, columns: ColumnMap | None = None, *, name: str = "dataframe") -> Dataset:
+    """An event log already in memory: a polars or pandas DataFrame (rows = events)."""
+    if not isinstance(frame, pl.DataFrame):
+        try:
+            frame = pl.from_pandas(frame)
+        except (TypeError, ValueError, ImportError) as error:
+            raise DataFormatError(f"{name}: expected a polars or pandas DataFrame, got "
+                                  f"{type(frame).__name__}") from error
+    columns = columns or ColumnMap()
+    wanted = {"user_id": columns.user, "item_id": columns.item, "timestamp": columns.time,
+              "value": columns.value, "event_type": columns.event_type}
+    selected = [pl.int_range(1, frame.height + 1, eager=False).alias("_line")]
+    for target, source in wanted.items():
+        if source is None:
+            continue
+        if source not in frame.columns:
+            if target in ("user_id", "item_id") or source != ColumnMap.model_fields["time"].default:
+                raise DataFormatError(f"{name}: column '{source}' (for {target}) not found; "
+                                      f"columns are {frame.columns}")
+            continue
+        selected.append(pl.col(source).alias(target))
+    return build_dataset(frame.select(selected), Path(name), name=name)
 
 
 # --------------------------------------------------------------------------- dispatch

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 
-class EventSemantics(BaseModel, frozen=True, extra="forbid"):
+class EventSemantics(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     """Event types, weights and negative feedback, as saved in an artefact's manifest."""
 
     known_types: list[str] | None = None

@@ -50,6 +50,7 @@ def run_experiment(
     on_event: Callable[[str, dict], None] | None = None,
     rank: int = 0,
     world_size: int = 1,
+    frame=None,
 ) -> dict | None:
     """Read, filter, split, fit and evaluate every model; write artefacts; return the report.
 
@@ -64,7 +65,7 @@ def run_experiment(
         on_event = None
     notify = on_event or (lambda event, payload: None)
     started = time.perf_counter()
-    dataset = load_data(config.data, mirror=mirror, data_home=data_home)
+    dataset = load_data(config.data, mirror=mirror, data_home=data_home, frame=frame)
     notify("data", {"seconds": time.perf_counter() - started, **dataset.summary()})
     split = make_split(dataset, config.split, config.seed)
     notify("split", split.summary())

@@ -6,20 +6,28 @@ from pathlib import Path
 
 from rich.table import Table
 
+LOWER_IS_BETTER = ("arp", "gini")
+
 
 def leaderboard_table(report: dict) -> Table:
     """A rich table: one row per model, one column per metric (mean ± 95% CI half-width)."""
     title = (f"{report['name']} — {report['data']['users']:,} users, "
              f"{report['data']['items']:,} items, {report['data']['interactions']:,} events; "
-             f"split {report['split']}; protocol {report['protocol']}")
+             f"split {report['split']} (ties: {report.get('tie_rule') or 'file order'}); "
+             f"protocol {report['protocol']}")
     table = Table(title=title, title_justify="left")
     table.add_column("model", style="bold")
     metrics = list(report["results"][0]["metrics"]) if report["results"] else []
     for metric in metrics:
         table.add_column(metric, justify="right")
+    table.add_column("users", justify="right")
+    table.add_column("dropped", justify="right")  # repeat targets the protocol cannot rank
     table.add_column("fit s", justify="right")
     table.add_column("eval s", justify="right")
-    best = {m: max(r["metrics"][m] for r in report["results"]) for m in metrics}
+    # the best value in each metric's own direction: less popularity bias and concentration
+    # (ARP, Gini) is better, more of everything else
+    best = {m: (min if m.split("@")[0] in LOWER_IS_BETTER else max)(
+        r["metrics"][m] for r in report["results"]) for m in metrics}
     for result in report["results"]:
         cells = []
         for metric in metrics:
@@ -29,7 +37,8 @@ def leaderboard_table(report: dict) -> Table:
             if high > low:
                 text += f" ±{(high - low) / 2:.4f}" if abs(value) < 100 else ""
             cells.append(f"[green]{text}[/green]" if value == best[metric] else text)
-        table.add_row(result["model"], *cells, f"{result['fit_seconds']:.2f}",
+        table.add_row(result["model"], *cells, f"{result.get('users', 0):,}",
+                      f"{result.get('targets_dropped', 0):,}", f"{result['fit_seconds']:.2f}",
                       f"{result['eval_seconds']:.2f}")
     return table
 

@@ -16,7 +16,8 @@ from userlens.models.base import ArraySpec, Recommender
 logger = logging.getLogger(__name__)
 
 
-class MostPopularConfig(BaseModel, frozen=True, extra="forbid"):
+class MostPopularConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     decay_days: float | None = Field(default=None, gt=0)
     """Half-life in days for time-decayed popularity; None counts every event equally."""
 
@@ -55,7 +56,8 @@ class MostPopular(Recommender):
         self.counts_ = arrays["counts_"]
 
 
-class ItemKNNConfig(BaseModel, frozen=True, extra="forbid"):
+class ItemKNNConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     neighbors: int = Field(default=100, gt=0)
     """Similar items kept per item (top-neighbour pruning)."""
     shrinkage: float = Field(default=0.0, ge=0)
@@ -132,7 +134,8 @@ def _prune_columns(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
     return rows[chosen], cols[chosen], values[chosen]
 
 
-class EASEConfig(BaseModel, frozen=True, extra="forbid"):
+class EASEConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     l2: float = Field(default=500.0, gt=0)
     """L2 regularisation λ of the item-item weights."""
     max_items: int = Field(default=60_000, gt=0)

@@ -50,7 +50,8 @@ def fold_in(histories: sp.csr_matrix, item_factors: np.ndarray, regularization: 
     return np.linalg.solve(lhs, rhs[:, :, None])[:, :, 0].astype(np.float32)
 
 
-class ALSConfig(BaseModel, frozen=True, extra="forbid"):
+class ALSConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     factors: int = Field(default=64, gt=0)
     regularization: float = Field(default=0.01, ge=0)
     alpha: float = Field(default=1.0, gt=0)
@@ -135,7 +136,8 @@ class ALS(Recommender):
         self.item_bias_ = arrays["item_bias_"]
 
 
-class BPRConfig(BaseModel, frozen=True, extra="forbid"):
+class BPRConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     factors: int = Field(default=64, gt=0)
     learning_rate: float = Field(default=0.05, gt=0)
     regularization: float = Field(default=0.01, ge=0)

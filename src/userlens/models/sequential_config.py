@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 
-class SequentialConfig(BaseModel, frozen=True, extra="forbid"):
+class SequentialConfig(BaseModel, frozen=True, extra="forbid",
+           use_attribute_docstrings=True):
     """What every sequential model shares: sizes, optimisation, early stopping, hardware."""
 
     dim: int = Field(default=64, gt=0)

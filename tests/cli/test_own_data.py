@@ -1,0 +1,66 @@
+"""Bringing your own data as a new user: describe, models, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from userlens.cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("content, expected", [
+    ("", "the file is empty"),
+    ("user_id,item_id,timestamp\n", "only a header"),
+    ('user_id,item_id,timestamp\nu1,"i1,2\nu2,i2,3\n', "line 2: a quoted field is never closed"),
+])
+def test_bad_files_give_one_error_line_naming_the_file(tmp_path, content, expected):
+    path = tmp_path / "log.csv"
+    path.write_text(content)
+    result = runner.invoke(app, ["describe", str(path)])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "log.csv" in lines[0]
+    assert expected in lines[0] and "Traceback" not in result.output
+
+
+def test_bare_dates_and_blank_optional_values_are_read(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("uid,movie,day,stars\nu1,a,2020-01-05,\nu1,b,2020-01-06,4\nu2,a,2020-01-07,\n")
+    result = runner.invoke(app, ["describe", str(path), "--json",
+                                 "--columns", "user=uid,item=movie,time=day,value=stars"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout)
+    assert stats["users"] == 2 and stats["events"] == 3
+
+
+def test_describe_accepts_a_config(tmp_path):
+    (tmp_path / "log.csv").write_text("user_id,item_id\n" + "".join(
+        f"u{u},i{i}\n" for u in range(10) for i in range(u % 3 + 1)))
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[data]\npath = "log.csv"\nmin_user_interactions = 2\n'
+                      '[[models]]\nname = "ease"\n')
+    result = runner.invoke(app, ["describe", str(config), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["users"] == 6  # the config's filter applied
+
+
+def test_models_list_and_show(tmp_path):
+    listed = runner.invoke(app, ["models", "--json"])
+    names = [row["name"] for row in json.loads(listed.stdout)]
+    assert {"ease", "sasrec", "bpr"} <= set(names)
+    shown = json.loads(runner.invoke(app, ["models", "show", "bpr", "--json"]).stdout)
+    threads = next(row for row in shown if row["name"] == "num_threads")
+    assert threads["default"] == 0 and "reproducible" in threads["meaning"]
+    wrong = runner.invoke(app, ["models", "show", "eas"])
+    assert wrong.exit_code == 2 and "known models" in wrong.output
+
+
+def test_version_flag():
+    from userlens import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout

@@ -232,8 +232,6 @@ def read_table(
         raise FileNotFoundError(f"{path}: no such file")
     format = format or _guess_format(path)
     columns = columns or ColumnMap()
-    wanted = {"user_id": columns.user, "item_id": columns.item, "timestamp": columns.time,
-              "value": columns.value, "event_type": columns.event_type}
     if format in ("csv", "tsv"):
         sep = separator or ("\t" if format == "tsv" else ",")
         try:
@@ -258,18 +256,27 @@ def read_table(
     else:
         raise ValueError(f"read_table: unknown format '{format}'; use one of csv, tsv, "
                          "parquet, jsonl (or the dedicated readers for the others)")
+    rename = _column_sources(columns, [c for c in raw.columns if c != "_line"], str(path))
+    raw = raw.select([pl.col("_line")] + [pl.col(s).alias(t) for s, t in rename.items()])
+    return build_dataset(raw, path, name=name or path.stem)
+
+
+def _column_sources(columns: ColumnMap, available: list[str], where: str) -> dict[str, str]:
+    """Source column -> our column name; a missing mapped column is an error naming the
+    columns there are (the default time column alone is optional)."""
+    wanted = {"user_id": columns.user, "item_id": columns.item, "timestamp": columns.time,
+              "value": columns.value, "event_type": columns.event_type}
     rename: dict[str, str] = {}
     for target, source in wanted.items():
         if source is None:
             continue
-        if source not in raw.columns:
+        if source not in available:
             if target in ("user_id", "item_id") or source != ColumnMap.model_fields["time"].default:
-                raise DataFormatError(f"{path}: column '{source}' (for {target}) not found; "
-                                      f"columns are {[c for c in raw.columns if c != '_line']}")
-            continue  # the default time column is optional
+                raise DataFormatError(f"{where}: column '{source}' (for {target}) not found; "
+                                      f"columns are {available}")
+            continue
         rename[source] = target
-    raw = raw.select([pl.col("_line")] + [pl.col(s).alias(t) for s, t in rename.items()])
-    return build_dataset(raw, path, name=name or path.stem)
+    return rename
 
 
 def _quote_error(path: Path) -> DataFormatError | None:
@@ -540,19 +547,9 @@ def read_frame(frame, columns: ColumnMap | None = None, *, name: str = "datafram
         except (TypeError, ValueError, ImportError) as error:
             raise DataFormatError(f"{name}: expected a polars or pandas DataFrame, got "
                                   f"{type(frame).__name__}") from error
-    columns = columns or ColumnMap()
-    wanted = {"user_id": columns.user, "item_id": columns.item, "timestamp": columns.time,
-              "value": columns.value, "event_type": columns.event_type}
+    rename = _column_sources(columns or ColumnMap(), frame.columns, name)
     selected = [pl.int_range(1, frame.height + 1, eager=False).alias("_line")]
-    for target, source in wanted.items():
-        if source is None:
-            continue
-        if source not in frame.columns:
-            if target in ("user_id", "item_id") or source != ColumnMap.model_fields["time"].default:
-                raise DataFormatError(f"{name}: column '{source}' (for {target}) not found; "
-                                      f"columns are {frame.columns}")
-            continue
-        selected.append(pl.col(source).alias(target))
+    selected += [pl.col(source).alias(target) for source, target in rename.items()]
     return build_dataset(frame.select(selected), Path(name), name=name)
 
 

@@ -8,6 +8,22 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 
+class TrainingConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    """What the trainer needs (one typed object; :meth:`SequentialConfig.training` makes it)."""
+
+    learning_rate: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=128, gt=0)
+    """The global batch: under data parallelism each rank takes its share of every batch."""
+    batching: Literal["length", "random"] = "length"
+    max_epochs: int = Field(default=200, gt=0)
+    patience: int = Field(default=10, ge=1)
+    eval_every: int = Field(default=1, gt=0)
+    time_limit_seconds: float | None = Field(default=None, gt=0)
+    grad_clip: float | None = Field(default=None, gt=0)
+    amp: bool = False
+
+
 class SequentialConfig(BaseModel, frozen=True, extra="forbid",
            use_attribute_docstrings=True):
     """What every sequential model shares: sizes, optimisation, early stopping, hardware."""
@@ -59,6 +75,11 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     threads: int | None = Field(default=None, gt=0)
     """torch CPU threads; None = all cores of the machine."""
     inference_batch_size: int = Field(default=512, gt=0)
+
+    def training(self) -> TrainingConfig:
+        """The trainer's settings, taken from this config's fields of the same names."""
+        return TrainingConfig(**{name: getattr(self, name)
+                                 for name in TrainingConfig.model_fields})
 
 
 class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):

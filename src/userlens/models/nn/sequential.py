@@ -15,8 +15,8 @@ from torch import nn
 
 from userlens.data.interactions import Histories, Interactions
 from userlens.models.base import ArraySpec, Capability, Recommender
-from userlens.models.nn import losses
 from userlens.models.nn.modules import PAD, GRUSequenceEncoder, TransformerSequenceEncoder
+from userlens.models.nn.objectives import NextItemObjective, add_logit_bias
 from userlens.models.nn.trainer import all_reduce_sum, pad_right, train, world
 from userlens.models.sequential_config import (
     BERT4RecConfig,
@@ -121,47 +121,12 @@ class SequentialRecommender(Recommender):
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor,
               generator: torch.Generator) -> torch.Tensor:
-        """(T, D) hidden states and (T,) item targets -> the configured loss, as a mean over
-        the T targets (``loss_mean = "batch"``) or over the average targets per batch."""
-        loss = self._mean_loss(hidden, targets, generator)
-        if self.config.loss_mean == "global":
-            loss = loss * (len(targets) / self.targets_per_batch_)
-        return loss
-
-    def _mean_loss(self, hidden: torch.Tensor, targets: torch.Tensor,
-                   generator: torch.Generator) -> torch.Tensor:
-        """The configured loss averaged over the T targets."""
-        c = self.config
-        weights = self.module_.item_weights()  # (n_items, D)
-        n_items = weights.shape[0]
-        hidden = hidden.float()
-        if c.loss == "ce":
-            return losses.full_cross_entropy(hidden, targets, weights)
-        if c.loss == "sampled_softmax":
-            if c.negative_sampler == "popularity":
-                negatives = torch.multinomial(self.sampling_probs_, c.n_negatives,
-                                              replacement=True, generator=generator)
-                log_q = self.sampling_probs_.log().to(self.device_)
-            else:
-                negatives = torch.randint(n_items, (c.n_negatives,), generator=generator)
-                log_q = None
-            return losses.sampled_softmax(hidden, targets, weights,
-                                          negatives.to(self.device_), log_q)
-        negatives = torch.randint(n_items, (len(targets), c.n_negatives),
-                                  generator=generator).to(self.device_)
-        bias = getattr(self.module_, "logit_bias", 0.0)
-        if c.loss == "bce":
-            return losses.binary_cross_entropy(hidden, targets, weights, negatives, bias)
-        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items, bias)
+        """(T, D) hidden states and (T,) item targets -> the configured objective."""
+        return self.objective_(self.module_, hidden, targets, generator)
 
     def _make_module(self, n_items: int) -> nn.Module:
         """The model's module, with the global logit offset the BCE losses train."""
-        module = self._build_module(n_items)
-        c = self.config
-        if c.loss in ("bce", "gbce") and c.logit_bias:
-            start = losses.initial_logit_bias(c.loss, c.n_negatives, n_items, c.gbce_t)
-            module.register_parameter("logit_bias", nn.Parameter(torch.tensor(start)))
-        return module
+        return add_logit_bias(self._build_module(n_items), self.config, n_items)
 
     def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
@@ -171,8 +136,6 @@ class SequentialRecommender(Recommender):
         self._fit_popularity(train_events)
         self.device_ = resolve_device(c.device)
         self.module_ = self._make_module(train_events.n_items).to(self.device_)
-        counts = torch.from_numpy(self.popularity_.astype(np.float64) + 1.0)
-        self.sampling_probs_ = (counts / counts.sum()).float()
         histories = train_events.histories()
         sequences = [self._training_sequences(histories.sequence(u).astype(np.int64) + 1)
                      for u in range(len(histories))]
@@ -183,15 +146,12 @@ class SequentialRecommender(Recommender):
         # each rank's batch holds batch_size / world_size sequences; DDP averages over ranks
         self.targets_per_batch_ = self._targets_per_sequence(
             np.array([len(s) for s in sequences])) * c.batch_size / world()[1]
+        self.objective_ = NextItemObjective(c, self.popularity_, self.device_,
+                                            self.targets_per_batch_)
         validate = self._validator(train_events, valid, seed) if valid is not None and len(
             valid) else None
-        history = train(
-            self.module_, sequences, self._batch_loss, validate,
-            learning_rate=c.learning_rate, weight_decay=c.weight_decay,
-            batch_size=c.batch_size, max_epochs=c.max_epochs, patience=c.patience,
-            eval_every=c.eval_every, seed=seed, device=self.device_, amp=c.amp,
-            grad_clip=c.grad_clip, time_limit_seconds=c.time_limit_seconds,
-            on_epoch=self._epoch_callback, batching=c.batching)
+        history = train(self.module_, sequences, self._batch_loss, validate, c.training(),
+                        seed=seed, device=self.device_, on_epoch=self._epoch_callback)
         self.training_ = history.to_dict()
         return self
 

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from userlens.models.sequential_config import TrainingConfig
+
 logger = logging.getLogger(__name__)
 
 
@@ -77,22 +79,14 @@ def train(
     sequences: list[np.ndarray],
     batch_loss: Callable[[nn.Module, list[np.ndarray], torch.Generator], torch.Tensor],
     validate: Callable[[], float] | None,
+    config: TrainingConfig,
     *,
-    learning_rate: float,
-    weight_decay: float,
-    batch_size: int,
-    max_epochs: int,
-    patience: int,
-    eval_every: int,
     seed: int,
     device: torch.device,
-    amp: bool = False,
-    grad_clip: float | None = None,
-    time_limit_seconds: float | None = None,
     on_epoch: Callable[[dict], None] | None = None,
-    batching: str = "length",
 ) -> TrainingHistory:
     """Train ``module`` in place; the best validated weights are restored at the end."""
+    c = config
     rank, world_size = world()
     rng = np.random.default_rng(seed)
     generator = torch.Generator(device="cpu").manual_seed(seed + 7919 * rank)
@@ -100,19 +94,19 @@ def train(
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=learning_rate,
-                                  weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(module.parameters(), lr=c.learning_rate,
+                                  weight_decay=c.weight_decay)
     lengths = np.array([len(s) for s in sequences])
     history = TrainingHistory()
     best_state = copy.deepcopy(module.state_dict())
     bad_rounds = 0
     started = time.perf_counter()
     autocast_type = "cuda" if device.type == "cuda" else "cpu"
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(1, c.max_epochs + 1):
         model.train()
         epoch_started = time.perf_counter()
-        batches = (length_batches(lengths, batch_size, rng) if batching == "length"
-                   else random_batches(len(lengths), batch_size, rng))
+        batches = (length_batches(lengths, c.batch_size, rng) if c.batching == "length"
+                   else random_batches(len(lengths), c.batch_size, rng))
         if world_size > 1:
             # batch_size is the global batch: each rank takes its slice of every batch, so
             # the steps per epoch and the effective batch match a single process (and every
@@ -120,12 +114,12 @@ def train(
             batches = [b[rank::world_size] for b in batches if len(b) >= world_size]
         total_loss, n_sequences = 0.0, 0
         for batch in batches:
-            with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=amp):
+            with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=c.amp):
                 loss = batch_loss(model, [sequences[i] for i in batch], generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if grad_clip is not None:
-                nn.utils.clip_grad_norm_(module.parameters(), grad_clip)
+            if c.grad_clip is not None:
+                nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
             optimizer.step()
             total_loss += float(loss.detach()) * len(batch)
             n_sequences += len(batch)
@@ -134,7 +128,7 @@ def train(
                   "seconds": epoch_seconds,
                   "sequences_per_second": n_sequences * world_size / max(epoch_seconds, 1e-9),
                   "elapsed": time.perf_counter() - started}
-        if validate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+        if validate is not None and (epoch % c.eval_every == 0 or epoch == c.max_epochs):
             model.eval()
             record["valid_ndcg@10"] = validate()
             if record["valid_ndcg@10"] > history.best_ndcg:
@@ -149,14 +143,16 @@ def train(
         logger.info("epoch %d: %s", epoch, record)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
-        if bad_rounds >= patience:
-            history.stopped = f"early stopping: no better validation NDCG@10 in {patience} checks"
+        if bad_rounds >= c.patience:
+            history.stopped = (f"early stopping: no better validation NDCG@10 in {c.patience} "
+                               "checks")
             break
-        if time_limit_seconds is not None and time.perf_counter() - started > time_limit_seconds:
-            history.stopped = f"time limit of {time_limit_seconds:.0f} s reached"
+        if c.time_limit_seconds is not None \
+                and time.perf_counter() - started > c.time_limit_seconds:
+            history.stopped = f"time limit of {c.time_limit_seconds:.0f} s reached"
             break
     else:
-        history.stopped = f"max_epochs={max_epochs} reached"
+        history.stopped = f"max_epochs={c.max_epochs} reached"
     if best_state is not None:
         module.load_state_dict(best_state)
     module.eval()

@@ -64,3 +64,44 @@ def test_version_flag():
 
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_describe_ml1m_outside_make_finds_the_mirror(shared_data, monkeypatch, tmp_path):
+    from pathlib import Path
+
+    monkeypatch.delenv("USERLENS_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # the checkout, shared/ beside it
+    result = runner.invoke(app, ["describe", "ml-1m", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["users"] == 6040
+    listed = {row["name"]: row for row in json.loads(
+        runner.invoke(app, ["datasets", "list", "--json"]).stdout)}
+    assert listed["ml-1m"]["local"] is not None
+
+
+def test_without_a_mirror_the_message_says_how_to_point_at_one(monkeypatch, tmp_path):
+    monkeypatch.delenv("USERLENS_DATA_MIRROR", raising=False)
+    monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["describe", "ml-1m"])
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "userlens datasets fetch ml-1m" in text and "USERLENS_DATA_MIRROR" in text
+
+
+def test_a_failed_download_names_the_url(monkeypatch, tmp_path):
+    import dataclasses
+
+    from userlens.data import datasets
+
+    url = "http://127.0.0.1:9/ml-100k.zip"  # nothing listens on the discard port
+    broken = dataclasses.replace(datasets.REGISTRY["ml-100k"], url=url, mirror_file=None)
+    monkeypatch.setitem(datasets.REGISTRY, "ml-100k", broken)
+    monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("USERLENS_DATA_MIRROR", raising=False)
+    result = runner.invoke(app, ["datasets", "fetch", "ml-100k"])
+    assert result.exit_code == 2
+    assert url in " ".join(result.output.split()) and "Traceback" not in result.output
+    assert not (tmp_path / "ml-100k").exists()

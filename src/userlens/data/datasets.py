@@ -1,23 +1,21 @@
 """Registry of public datasets: where they live officially, their licence, and local copies.
 
-``fetch`` downloads from the official home with a progress callback and a checksum check
-into a data home (default ``~/.cache/userlens``). A *mirror* folder laid out like
+``fetch`` downloads from the official home through pooch (checksum verified, progress
+reported) into a data home (default ``~/.cache/userlens``). A *mirror* folder laid out like
 ``shared/data`` (one folder per dataset) is used instead of the network when it holds the
 dataset, so tests and demos never need a download.
 """
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_DATA_HOME = Path.home() / ".cache" / "userlens"
+
+MIRROR_HINT = ("set USERLENS_DATA_MIRROR to a folder laid out like shared/data (one folder "
+               "per dataset)")
 
 
 @dataclass(frozen=True)
@@ -79,6 +77,17 @@ REGISTRY: dict[str, DatasetInfo] = {
 }
 
 
+def find_mirror(start: Path | None = None) -> Path | None:
+    """A ``shared/data`` folder beside the working directory or one of its parents (how
+    this project's checkouts are laid out), or None."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        for candidate in (folder / "shared" / "data", folder.parent / "shared" / "data"):
+            if (candidate / "README.md").is_file():
+                return candidate
+    return None
+
+
 def resolve(name: str, *, mirror: Path | None = None,
             data_home: Path = DEFAULT_DATA_HOME) -> tuple[Path, str]:
     """Local path and format of a registered dataset: mirror first, then the data home."""
@@ -90,27 +99,38 @@ def resolve(name: str, *, mirror: Path | None = None,
     cached = data_home / info.file
     if cached.exists():
         return cached, info.format
-    raise FileNotFoundError(f"dataset '{name}' is not available locally; run "
-                            f"`userlens datasets fetch {name}` (looked in {data_home}"
-                            + (f" and mirror {mirror}" if mirror else "") + ")")
+    raise FileNotFoundError(f"dataset '{name}' is not available locally (looked in {data_home}"
+                            + (f" and mirror {mirror}" if mirror else "") + "); run "
+                            f"`userlens datasets fetch {name}`, or {MIRROR_HINT}")
 
 
-def _digest(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+class _Progress:
+    """The progress-bar object pooch drives, forwarding to a ``(done, total)`` callback."""
+
+    def __init__(self, callback: Callable[[int, int], None]) -> None:
+        self.callback, self.total, self.done = callback, 0, 0
+
+    def update(self, n: int) -> None:
+        self.done += n
+        self.callback(self.done, self.total)
+
+    def reset(self) -> None:
+        self.done = 0
+
+    def close(self) -> None:
+        pass
 
 
 def fetch(name: str, *, data_home: Path = DEFAULT_DATA_HOME, mirror: Path | None = None,
           progress: Callable[[int, int], None] | None = None) -> Path:
     """Make a dataset available locally and return the path of its event file.
 
-    Uses the mirror when it holds the dataset; otherwise downloads from the official URL,
-    verifies the published checksum, and unpacks into ``data_home``. A failed download or
-    checksum leaves nothing behind.
+    Uses the mirror when it holds the dataset; otherwise pooch downloads it from the official
+    URL, verifies the published checksum and unpacks it into ``data_home``. A failed download
+    or checksum leaves nothing behind; the error names the URL.
     """
+    import pooch
+
     try:
         return resolve(name, mirror=mirror, data_home=data_home)[0]
     except FileNotFoundError:
@@ -118,31 +138,27 @@ def fetch(name: str, *, data_home: Path = DEFAULT_DATA_HOME, mirror: Path | None
     info = REGISTRY[name]
     if info.url is None:
         raise FileNotFoundError(f"dataset '{name}' has no public download; get it from "
-                                f"{info.homepage} and point a mirror at it")
+                                f"{info.homepage} and {MIRROR_HINT}")
     data_home.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=data_home) as tmp:
-        target = Path(tmp) / Path(info.url).name
-        with urllib.request.urlopen(info.url, timeout=60) as response, target.open("wb") as out:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            for block in iter(lambda: response.read(1 << 16), b""):
-                out.write(block)
-                done += len(block)
-                if progress:
-                    progress(done, total)
-        if info.checksum:
-            algorithm, expected = info.checksum.split(":")
-            actual = _digest(target, algorithm)
-            if actual != expected:
-                raise ValueError(f"{info.url}: {algorithm} {actual} does not match the "
-                                 f"published {expected}; nothing was saved")
-        if target.suffix == ".zip":
-            with zipfile.ZipFile(target) as archive:
-                archive.extractall(tmp)
-            target.unlink()
-        for entry in Path(tmp).iterdir():
-            destination = data_home / entry.name
-            if destination.exists():
-                shutil.rmtree(destination) if destination.is_dir() else destination.unlink()
-            entry.rename(destination)
-    return data_home / info.file
+    processor = pooch.Unzip(extract_dir=str(data_home.resolve())) \
+        if info.url.endswith(".zip") else None
+    # pooch logs each download through its own handler; progress reaches the caller through
+    # ``progress``, and errors are raised below with the URL, so keep its logger quiet.
+    pooch_logger = pooch.get_logger()
+    level = pooch_logger.level
+    pooch_logger.setLevel("ERROR")
+    try:
+        pooch.retrieve(info.url, known_hash=info.checksum, path=data_home / "downloads",
+                       processor=processor,
+                       progressbar=_Progress(progress) if progress else False)
+    except ValueError as error:  # checksum mismatch: pooch has deleted the download
+        raise ValueError(f"{info.url}: {error}; nothing was saved") from None
+    except Exception as error:  # noqa: BLE001 (requests/OS errors: name the URL)
+        raise OSError(f"{info.url}: download failed ({type(error).__name__}: {error})"
+                      ) from None
+    finally:
+        pooch_logger.setLevel(level)
+    target = data_home / info.file
+    if not target.exists():
+        raise FileNotFoundError(f"{info.url}: the download has no {info.file}")
+    return target

@@ -1,9 +1,14 @@
-"""Ranking metrics, vectorised over a batch of users.
+"""Ranking metrics, vectorised over a batch of users, and the registry of metric objects.
 
-Accuracy metrics take ``hits`` (B, K) bool, whether the item at each rank (best first) is
-relevant, and ``n_relevant`` (B,) the number of relevant items of each user. Every function
-returns one value per user; the runner averages. Users with no relevant item are not passed
-in (they have nothing to find).
+The functions take ``hits`` (B, K) bool, whether the item at each rank (best first) is
+relevant, and ``n_relevant`` (B,) the number of relevant items of each user, or the
+recommended lists themselves. Per-user functions return one value per user; the runner
+averages. Users with no relevant item are not passed in (they have nothing to find).
+
+Each metric name of a config (``ndcg@10``, ``auc``, ``gini@10``) is a :class:`Metric`
+object from :data:`REGISTRY`: it says whether it takes a cut-off, whether it is per user or
+a property of all lists together, what it needs (all scores, item vectors), which direction
+is better, and computes itself from a :class:`Batch`. Adding a metric is one class here.
 
 Conventions: ranks are 1-based; log is base 2; k larger than the list uses the whole list.
 """
@@ -12,43 +17,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
-
-ACCURACY = ("hr", "recall", "precision", "ndcg", "mrr", "map")
-BEYOND = ("coverage", "novelty", "ild", "arp", "gini")
-WITHOUT_K = ("auc",)
-KNOWN = ACCURACY + BEYOND + WITHOUT_K
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    k: int | None
-
-    def __str__(self) -> str:
-        return self.name if self.k is None else f"{self.name}@{self.k}"
-
-    @property
-    def per_user(self) -> bool:
-        """Coverage and Gini describe the whole set of lists, not one user."""
-        return self.name not in ("coverage", "gini")
-
-
-def parse_metric(text: str) -> MetricSpec:
-    """``"ndcg@10"`` -> MetricSpec("ndcg", 10); unknown names list the known ones."""
-    match = re.fullmatch(r"([a-z_]+)(?:@(\d+))?", text.strip().lower())
-    if not match or match.group(1) not in KNOWN:
-        raise ValueError(f"unknown metric '{text}'; known metrics: "
-                         + ", ".join(f"{m}@k" for m in ACCURACY + BEYOND) + ", auc")
-    name, k = match.group(1), match.group(2)
-    if name in WITHOUT_K:
-        if k is not None:
-            raise ValueError(f"metric '{name}' ranks the whole catalogue and takes no @k")
-        return MetricSpec(name, None)
-    if k is None or int(k) < 1:
-        raise ValueError(f"metric '{text}' needs a cut-off, e.g. '{name}@10'")
-    return MetricSpec(name, int(k))
+import scipy.sparse as sp
 
 
 def _discounts(k: int) -> np.ndarray:
@@ -114,22 +86,6 @@ def auc(n_ranked_above: np.ndarray, n_ties: np.ndarray, n_negatives: np.ndarray,
     return sums / np.maximum(counts, 1)
 
 
-def accuracy(name: str, hits: np.ndarray, n_relevant: np.ndarray, k: int) -> np.ndarray:
-    if name == "hr":
-        return hit_rate(hits, k)
-    if name == "recall":
-        return recall(hits, n_relevant, k)
-    if name == "precision":
-        return precision(hits, k)
-    if name == "ndcg":
-        return ndcg(hits, n_relevant, k)
-    if name == "mrr":
-        return mrr(hits, k)
-    if name == "map":
-        return average_precision(hits, n_relevant, k)
-    raise ValueError(f"not an accuracy metric: {name}")
-
-
 # ------------------------------------------------------------------ beyond accuracy
 
 
@@ -175,3 +131,198 @@ def gini_exposure(recommended: np.ndarray, n_items: int) -> float:
         return 0.0
     index = np.arange(1, n_items + 1)
     return float((2 * index - n_items - 1) @ counts / (n_items * counts.sum()))
+
+
+# ------------------------------------------------------------------ metric objects
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every batch shares: catalogue size and training statistics."""
+
+    n_items: int
+    item_counts: np.ndarray
+    """(n_items,) training events per item."""
+    item_user_share: np.ndarray
+    """(n_items,) share of training users per item (unseen items: 1 / (users + 1))."""
+    item_vectors: np.ndarray | None = None
+    """(n_items, d) category indicators or embeddings, for metrics that need them."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch of evaluated users."""
+
+    items: np.ndarray
+    """(B, K) recommended items, best first."""
+    hits: np.ndarray
+    """(B, K) whether each recommended item is relevant."""
+    n_relevant: np.ndarray
+    """(B,) relevant items per user."""
+    targets: sp.csr_matrix
+    """(B, n_items) the relevant items."""
+    scores: np.ndarray | None = None
+    """(B, n_items) masked scores (-inf = excluded), for metrics that read every score."""
+
+
+class Metric:
+    """One metric of a config; ``name`` and ``k`` print as ``name@k``."""
+
+    name: ClassVar[str]
+    takes_k: ClassVar[bool] = True
+    per_user: ClassVar[bool] = True
+    """False: a property of all lists together (no per-user values, no interval)."""
+    needs_scores: ClassVar[bool] = False
+    needs_item_vectors: ClassVar[bool] = False
+    lower_is_better: ClassVar[bool] = False
+
+    def __init__(self, k: int | None) -> None:
+        self.k = k
+
+    def __str__(self) -> str:
+        return self.name if self.k is None else f"{self.name}@{self.k}"
+
+    def __repr__(self) -> str:
+        return f"Metric({self})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Metric) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        """(B,) per-user values (per-user metrics)."""
+        raise NotImplementedError(f"{self.name} is not a per-user metric")
+
+    def aggregate(self, recommended: np.ndarray, context: Context) -> float:
+        """One value over all users' lists (metrics with ``per_user = False``)."""
+        raise NotImplementedError(f"{self.name} is a per-user metric")
+
+
+class HitRate(Metric):
+    name = "hr"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return hit_rate(batch.hits, self.k)
+
+
+class Recall(Metric):
+    name = "recall"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return recall(batch.hits, batch.n_relevant, self.k)
+
+
+class Precision(Metric):
+    name = "precision"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return precision(batch.hits, self.k)
+
+
+class NDCG(Metric):
+    name = "ndcg"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return ndcg(batch.hits, batch.n_relevant, self.k)
+
+
+class MRR(Metric):
+    name = "mrr"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return mrr(batch.hits, self.k)
+
+
+class MAP(Metric):
+    name = "map"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return average_precision(batch.hits, batch.n_relevant, self.k)
+
+
+class Novelty(Metric):
+    name = "novelty"
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return novelty(batch.items[:, :self.k], context.item_user_share)
+
+
+class AveragePopularity(Metric):
+    name = "arp"
+    lower_is_better = True
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return average_popularity(batch.items[:, :self.k], context.item_counts)
+
+
+class IntraListDiversity(Metric):
+    name = "ild"
+    needs_item_vectors = True
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        return intra_list_diversity(batch.items[:, :self.k], context.item_vectors)
+
+
+class AUC(Metric):
+    """Per-user AUC over all non-excluded candidates (see :func:`auc`)."""
+
+    name = "auc"
+    takes_k = False
+    needs_scores = True
+
+    def values(self, batch: Batch, context: Context) -> np.ndarray:
+        scores, targets = batch.scores, batch.targets
+        target_dense = np.zeros(scores.shape, dtype=bool)
+        target_dense[targets.nonzero()] = True
+        negatives = np.where(target_dense, -np.inf, scores)
+        n_negatives = np.isfinite(negatives).sum(axis=1)
+        rows, cols = targets.nonzero()
+        above = np.empty(len(rows))
+        ties = np.empty(len(rows))
+        for lo in range(0, len(rows), 1024):  # bounded (pairs x items) comparisons
+            r, c = rows[lo:lo + 1024], cols[lo:lo + 1024]
+            s = scores[r, c][:, None]
+            above[lo:lo + 1024] = (negatives[r] > s).sum(axis=1)
+            ties[lo:lo + 1024] = (negatives[r] == s).sum(axis=1)
+        return auc(above, ties, n_negatives[rows], rows, len(scores))
+
+
+class Coverage(Metric):
+    name = "coverage"
+    per_user = False
+
+    def aggregate(self, recommended: np.ndarray, context: Context) -> float:
+        return coverage(recommended[:, :self.k], context.n_items)
+
+
+class Gini(Metric):
+    name = "gini"
+    per_user = False
+    lower_is_better = True
+
+    def aggregate(self, recommended: np.ndarray, context: Context) -> float:
+        return gini_exposure(recommended[:, :self.k], context.n_items)
+
+
+REGISTRY: dict[str, type[Metric]] = {metric.name: metric for metric in (
+    HitRate, Recall, Precision, NDCG, MRR, MAP, Coverage, Novelty, IntraListDiversity,
+    AveragePopularity, Gini, AUC)}
+
+
+def parse_metric(text: str) -> Metric:
+    """``"ndcg@10"`` -> the NDCG metric at 10; unknown names list the known ones."""
+    match = re.fullmatch(r"([a-z_]+)(?:@(\d+))?", text.strip().lower())
+    if not match or match.group(1) not in REGISTRY:
+        raise ValueError(f"unknown metric '{text}'; known metrics: " + ", ".join(
+            f"{name}@k" if metric.takes_k else name for name, metric in REGISTRY.items()))
+    name, k = match.group(1), match.group(2)
+    metric = REGISTRY[name]
+    if not metric.takes_k:
+        if k is not None:
+            raise ValueError(f"metric '{name}' ranks the whole catalogue and takes no @k")
+        return metric(None)
+    if k is None or int(k) < 1:
+        raise ValueError(f"metric '{text}' needs a cut-off, e.g. '{name}@10'")
+    return metric(int(k))

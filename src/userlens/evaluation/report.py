@@ -4,42 +4,84 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rich import box
 from rich.table import Table
 
-LOWER_IS_BETTER = ("arp", "gini")
+from userlens.evaluation.metrics import parse_metric
+
+WIDTH = 100
+"""Columns a leaderboard may take (a terminal, a CI log)."""
 
 
-def leaderboard_table(report: dict) -> Table:
-    """A rich table: one row per model, one column per metric (mean ± 95% CI half-width)."""
-    title = (f"{report['name']} — {report['data']['users']:,} users, "
+def leaderboard_table(report: dict, width: int = WIDTH) -> Table:
+    """A rich table: one row per model, one column per metric, the best value of each metric
+    (in its own direction) in bold green. Each mean carries its 95% CI half-width when the
+    table still fits in ``width`` columns; otherwise the caption points to ``--json``, which
+    always carries the intervals."""
+    # the richest layout that fits: intervals, then means only, then without vertical rules
+    # and with two-line headers, then without the timing columns (all of it stays in --json)
+    layouts = [{"with_ci": True}, {"with_ci": False},
+               {"with_ci": False, "compact": True},
+               {"with_ci": False, "compact": True, "timings": False}]
+    for layout in layouts:
+        table = _table(report, **layout)
+        if _natural_width(table) <= width:
+            break
+    return table
+
+
+def _natural_width(table: Table) -> int:
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = Console(width=10_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def _table(report: dict, *, with_ci: bool, compact: bool = False,
+           timings: bool = True) -> Table:
+    results = report["results"]
+    evaluated = {(r.get("users"), r.get("targets_dropped")) for r in results}
+    users, dropped = next(iter(evaluated)) if len(evaluated) == 1 else (None, None)
+    title = (f"{report['name']}: {report['data']['users']:,} users, "
              f"{report['data']['items']:,} items, {report['data']['interactions']:,} events; "
-             f"split {report['split']} (ties: {report.get('tie_rule') or 'file order'}); "
+             f"split {report['split']} (ties: {report.get('tie_rule') or 'not recorded'}); "
              f"protocol {report['protocol']}")
-    table = Table(title=title, title_justify="left")
-    table.add_column("model", style="bold")
-    metrics = list(report["results"][0]["metrics"]) if report["results"] else []
+    if users is not None:
+        title += f"; {users:,} users evaluated, {dropped or 0:,} repeat targets dropped"
+    caption = ("mean ± 95% CI half-width" if with_ci
+               else "means; 95% confidence intervals" + ("" if timings else " and timings")
+               + " with --json and in report.json")
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left",
+                  box=box.SIMPLE_HEAD if compact else box.HEAVY_HEAD)
+    table.add_column("model", style="bold", no_wrap=True)
+    metrics = list(results[0]["metrics"]) if results else []
     for metric in metrics:
-        table.add_column(metric, justify="right")
-    table.add_column("users", justify="right")
-    table.add_column("dropped", justify="right")  # repeat targets the protocol cannot rank
-    table.add_column("fit s", justify="right")
-    table.add_column("eval s", justify="right")
-    # the best value in each metric's own direction: less popularity bias and concentration
-    # (ARP, Gini) is better, more of everything else
-    best = {m: (min if m.split("@")[0] in LOWER_IS_BETTER else max)(
-        r["metrics"][m] for r in report["results"]) for m in metrics}
-    for result in report["results"]:
+        header = metric.replace("@", "\n@") if compact else metric
+        table.add_column(header, justify="right", no_wrap=True)
+    if users is None:  # models evaluated on different users: say so per row
+        table.add_column("users", justify="right")
+        table.add_column("dropped", justify="right")
+    if timings:
+        table.add_column("fit s", justify="right")
+        table.add_column("eval s", justify="right")
+    # the best value in each metric's own direction (ARP and Gini: lower is better)
+    best = {m: (min if parse_metric(m).lower_is_better else max)(
+        r["metrics"][m] for r in results) for m in metrics}
+    for result in results:
         cells = []
         for metric in metrics:
             value = result["metrics"][metric]
             low, high = result.get("ci95", {}).get(metric, [value, value])
             text = f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
-            if high > low:
-                text += f" ±{(high - low) / 2:.4f}" if abs(value) < 100 else ""
-            cells.append(f"[green]{text}[/green]" if value == best[metric] else text)
-        table.add_row(result["model"], *cells, f"{result.get('users', 0):,}",
-                      f"{result.get('targets_dropped', 0):,}", f"{result['fit_seconds']:.2f}",
-                      f"{result['eval_seconds']:.2f}")
+            if with_ci and high > low and abs(value) < 100:
+                text += f" ±{(high - low) / 2:.4f}"
+            cells.append(f"[bold green]{text}[/bold green]" if value == best[metric] else text)
+        per_row = ([f"{result.get('users', 0):,}", f"{result.get('targets_dropped', 0):,}"]
+                   if users is None else [])
+        times = ([f"{result['fit_seconds']:.1f}", f"{result['eval_seconds']:.1f}"] if timings
+                 else [])
+        table.add_row(result["model"], *cells, *per_row, *times)
     return table
 
 

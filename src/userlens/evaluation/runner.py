@@ -135,6 +135,7 @@ def evaluate(
     n_items = split.train.n_items
     history_matrix = history_events.to_csr()
     target_matrix = targets_part.to_csr()
+    users_with_targets = int((np.diff(target_matrix.indptr) > 0).sum())
     exclude_history = protocol.repeats == "exclude"
     n_repeated = 0
     if exclude_history:
@@ -144,10 +145,10 @@ def evaluate(
         target_matrix.eliminate_zeros()
     n_relevant_all = np.diff(target_matrix.indptr)
     users = np.flatnonzero(n_relevant_all > 0)
-    users_with_targets = int((np.diff(targets_part.to_csr().indptr) > 0).sum())
     if len(users) == 0:
         raise ValueError(f"no user has a {stage} item to find; check the split")
     max_k = max((s.k or 0 for s in specs), default=10)
+    need_scores = any(s.needs_scores for s in specs)
     if batch_size is None:  # about 64 MB of float32 scores per batch
         batch_size = int(max(1, min(4096, 16_000_000 // max(n_items, 1))))
 
@@ -155,11 +156,13 @@ def evaluate(
     train_users = max(1, int((split.train.user_counts() > 0).sum()))
     users_per_item = np.diff(split.train.to_csr().tocsc().indptr).astype(np.float64)
     share = np.where(users_per_item > 0, users_per_item / train_users, 1.0 / (train_users + 1))
-    item_vectors = (_item_vectors(catalog, model)
-                    if any(s.name == "ild" for s in specs) else None)
-    if any(s.name == "ild" for s in specs) and item_vectors is None:
-        raise ValueError("metric 'ild' needs item categories (a catalogue) or a model with "
-                         "item embeddings")
+    item_vectors = None
+    if any(s.needs_item_vectors for s in specs):
+        item_vectors = _item_vectors(catalog, model)
+        if item_vectors is None:
+            raise ValueError("metric 'ild' needs item categories (a catalogue) or a model "
+                             "with item embeddings")
+    context = M.Context(n_items, item_counts, share, item_vectors)
     rng = np.random.default_rng(seed)
     weights = item_counts + 1.0 if protocol.sampler == "popularity" else None
     known_all = (history_matrix + targets_part.to_csr()).tocsr() if protocol.kind == "sampled" \
@@ -180,44 +183,33 @@ def evaluate(
             candidate = np.zeros((len(batch), n_items), dtype=bool)
             candidate[np.arange(len(batch))[:, None], negatives] = True
             candidate[batch_targets.nonzero()] = True
-        items, values = model.recommend(histories, max_k, exclude=exclude_history,
-                                        allowed=candidate)  # (B, K)
-        target_dense = np.zeros((len(batch), n_items), dtype=bool)
-        target_dense[batch_targets.nonzero()] = True
-        hits = np.take_along_axis(target_dense, items, axis=1) & np.isfinite(values)
-        n_relevant = n_relevant_all[batch]
+        scores = None
+        if need_scores:  # AUC reads every score: score once, then the same masking + top-k
+            scores = np.array(model.score(histories), dtype=np.float32, copy=True)
+            items, values = select(scores, histories, max_k, exclude=exclude_history,
+                                   allowed=candidate)
+        else:
+            items, values = model.recommend(histories, max_k, exclude=exclude_history,
+                                            allowed=candidate)  # (B, K)
+        hits = _hits(batch_targets, items) & np.isfinite(values)
+        evaluated = M.Batch(items, hits, n_relevant_all[batch], batch_targets, scores)
         all_recommended.append(items)
-        for spec in specs:
-            key = str(spec)
-            if spec.name in M.ACCURACY:
-                per_user[key].append(M.accuracy(spec.name, hits, n_relevant, spec.k))
-            elif spec.name == "novelty":
-                per_user[key].append(M.novelty(items[:, :spec.k], share))
-            elif spec.name == "arp":
-                per_user[key].append(M.average_popularity(items[:, :spec.k], item_counts))
-            elif spec.name == "ild":
-                per_user[key].append(M.intra_list_diversity(items[:, :spec.k], item_vectors))
-            elif spec.name == "auc":
-                # AUC needs every score: the same masking as recommend, on the full matrix
-                scores = np.array(model.score(histories), dtype=np.float32, copy=True)
-                select(scores, histories, 1, exclude=exclude_history, allowed=candidate)
-                per_user[key].append(_auc(scores, target_dense, batch_targets))
+        for metric in specs:
+            if metric.per_user:
+                per_user[str(metric)].append(metric.values(evaluated, context))
         if progress:
             progress(min(start + batch_size, len(users)), len(users))
 
     recommended = np.concatenate(all_recommended)
     summary: dict[str, MetricSummary] = {}
     values: dict[str, np.ndarray] = {}
-    for spec in specs:
-        key = str(spec)
-        if spec.per_user:
+    for metric in specs:
+        key = str(metric)
+        if metric.per_user:
             values[key] = np.concatenate(per_user[key])
             summary[key] = summarize(values[key])
-        elif spec.name == "coverage":
-            value = M.coverage(recommended[:, :spec.k], n_items)
-            summary[key] = MetricSummary(value, value, value, len(users))
-        elif spec.name == "gini":
-            value = M.gini_exposure(recommended[:, :spec.k], n_items)
+        else:
+            value = metric.aggregate(recommended, context)
             summary[key] = MetricSummary(value, value, value, len(users))
     return EvalResult(
         protocol=protocol.label(), stage=stage, summary=summary, per_user=values,
@@ -226,16 +218,7 @@ def evaluate(
               "targets_removed_as_repeats": n_repeated, "repeats": protocol.repeats})
 
 
-def _auc(scores: np.ndarray, target_dense: np.ndarray, targets: sp.csr_matrix) -> np.ndarray:
-    """Per-user AUC over all non-excluded candidates (see :func:`metrics.auc`)."""
-    negatives = np.where(target_dense, -np.inf, scores)
-    n_negatives = np.isfinite(negatives).sum(axis=1)
-    rows, cols = targets.nonzero()
-    above = np.empty(len(rows))
-    ties = np.empty(len(rows))
-    for lo in range(0, len(rows), 1024):  # bounded (pairs x items) comparisons
-        r, c = rows[lo:lo + 1024], cols[lo:lo + 1024]
-        s = scores[r, c][:, None]
-        above[lo:lo + 1024] = (negatives[r] > s).sum(axis=1)
-        ties[lo:lo + 1024] = (negatives[r] == s).sum(axis=1)
-    return M.auc(above, ties, n_negatives[rows], rows, len(scores))
+def _hits(targets: sp.csr_matrix, items: np.ndarray) -> np.ndarray:
+    """(B, K) whether each recommended item is among the row's targets."""
+    rows = np.repeat(np.arange(targets.shape[0]), items.shape[1])
+    return np.asarray(targets[rows, items.ravel()]).reshape(items.shape) > 0

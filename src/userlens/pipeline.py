@@ -36,12 +36,12 @@ def read_source(config: DataConfig, *, mirror: Path | None = None,
         dataset = read_frame(frame, config.columns)
     elif config.dataset is not None:
         path, data_format = resolve(config.dataset, mirror=mirror, data_home=data_home)
+        dataset = read(path, data_format, config.columns, separator=config.separator)
     elif config.path is not None:
-        path, data_format = Path(config.path), config.format
+        dataset = read(Path(config.path), config.format, config.columns,
+                       separator=config.separator)
     else:
         raise ValueError("data: give data.path or data.dataset (or pass a DataFrame)")
-    if frame is None:
-        dataset = read(path, data_format, config.columns, separator=config.separator)
     if config.items is not None:
         dataset = attach_catalog(dataset, Path(config.items), config.item_columns)
     return dataset
@@ -112,7 +112,6 @@ def make_split(dataset: Dataset, config: SplitConfig, seed: int) -> Split:
     else:
         split = user_holdout(events, test_fraction=config.test_fraction,
                              valid_fraction=config.valid_fraction, seed=seed)
-    split.info["tie_rule"] = TIE_RULE
     split.info["parameters"] = split_parameters(config, seed)
     return split
 

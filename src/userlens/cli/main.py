@@ -40,13 +40,17 @@ def _main(version: Annotated[bool, typer.Option(
     """userlens: user models from event logs, evaluated honestly."""
 
 err = Console(stderr=True)
-# Tables are wide; when piped (CI logs, files) do not squeeze them into 80 columns.
-out = Console() if sys.stdout.isatty() else Console(width=200)
+# When piped (CI logs, files) render at the 100 columns tables are laid out for, not 80.
+out = Console() if sys.stdout.isatty() else Console(width=100)
 
 
 def _mirror() -> Path | None:
+    """USERLENS_DATA_MIRROR, else a shared/data folder beside this checkout (found upward
+    from the working directory)."""
+    from userlens.data.datasets import find_mirror
+
     value = os.environ.get("USERLENS_DATA_MIRROR")
-    return Path(value) if value else None
+    return Path(value) if value else find_mirror()
 
 
 def _data_home() -> Path:

@@ -127,7 +127,7 @@ def build_report(config: ExperimentConfig, dataset: Dataset, split: Split,
         "name": config.name,
         "data": dataset.summary(),
         "split": split.method,
-        "tie_rule": split.info.get("tie_rule"),
+        "tie_rule": split.info.get("parameters", {}).get("tie_rule"),
         "protocol": protocol,
         "results": [{
             "model": run.label,

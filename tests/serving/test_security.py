@@ -200,12 +200,57 @@ def test_user_ids_that_cannot_be_routed_are_rejected_and_every_accepted_id_is_er
 # ------------------------------------------------------------------ the request path
 
 
-def test_no_handler_blocks_the_event_loop(client):
-    for route in client.app.routes:
-        endpoint = getattr(route, "endpoint", None)
-        if endpoint is not None and route.path.startswith(("/users", "/events", "/items",
-                                                           "/recommendations", "/admin")):
-            assert not asyncio.iscoroutinefunction(endpoint), route.path
+UNBOUNDED_ROUTES = {("POST", "/events"), ("GET", "/users/{user_id}/history"),
+                    ("DELETE", "/users/{user_id}"), ("POST", "/items"),
+                    ("POST", "/admin/reload"), ("GET", "/health"), ("GET", "/metrics")}
+
+
+def _routes(routes):
+    """Every route, also inside included routers (FastAPI wraps those)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _routes(inner.routes) if inner is not None else [route]
+
+
+def test_handlers_with_unbounded_work_run_off_the_event_loop(client):
+    found = set()
+    for route in _routes(client.app.routes):
+        for method in getattr(route, "methods", ()):
+            if (method, route.path) in UNBOUNDED_ROUTES:
+                found.add((method, route.path))
+                assert not asyncio.iscoroutinefunction(route.endpoint), route.path
+    assert found == UNBOUNDED_ROUTES
+
+
+def test_a_huge_history_read_does_not_stall_other_users(ease_artefact, tmp_path):
+    client, storage = make_client(ease_artefact, f"sqlite:///{tmp_path / 'e.db'}")
+    storage.add_events([StoredEvent("big", item_id(n % 10), 1_000_000 + n)
+                        for n in range(100_000)])
+    with client:
+        post_history(client, "small", [0, 1, 2])
+        done = threading.Event()
+        served_meanwhile = []
+
+        def read_everything():
+            body = client.get("/users/big/history", params={"limit": 100_000}).json()
+            assert len(body["events"]) == 100_000
+            done.set()
+
+        reader = threading.Thread(target=read_everything)
+        started = time.perf_counter()
+        reader.start()
+        time.sleep(0.05)
+        while not done.is_set():
+            response = client.get("/users/small/recommendations", params={"k": 3})
+            assert response.status_code == 200
+            if not done.is_set():
+                served_meanwhile.append(time.perf_counter() - started)
+        reader.join()
+        took = time.perf_counter() - started
+    storage.close()
+    # the big read takes a while; small users keep being served throughout it
+    assert len(served_meanwhile) >= 5, (took, served_meanwhile)
+    assert max(served_meanwhile) > took / 2
 
 
 def test_history_has_a_default_page_and_a_cursor(ease_artefact, db_url):

@@ -1,9 +1,17 @@
 """The HTTP API: ``create_app(engine, storage, settings)`` wires one router per resource
 (``routes/``) around a :class:`~userlens.serving.service.Service`; nothing runs at import.
 
-Handlers are plain functions, so FastAPI runs them in its thread pool: no handler blocks the
-event loop with database work or scoring (one long history read no longer stalls every other
-request). Trending is refreshed by a background task, off the request path.
+Where the work can be large, handlers are plain functions that FastAPI runs in its thread
+pool: writes (they wait on fsync), history pages (up to 100,000 events), erasure, reloads,
+health, and building a filter's item mask the first time it is asked for (one pass over the
+catalogue). Trending is refreshed by a background task, off the request path.
+
+The four recommendation routes stay on the event loop: their work is bounded by
+construction (one indexed read of at most ``max_history`` events, one scoring pass of one
+history, or an ANN search past ``ann_min_items``), and a hop to the thread pool costs more
+than that work on a small machine: on 2 cores it raised p99 at 8 connections from about 23
+to 35-45 ms and cut throughput by a quarter (``benchmarks/serve_http.py``, see
+``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -45,7 +53,9 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         tasks = [asyncio.create_task(_every(settings.reload_poll_seconds, service.follow,
-                                            "checking for reloads"))]
+                                            "checking for reloads")),
+                 asyncio.create_task(_every(5.0, service.refresh_fields,
+                                            "reading other workers' /items"))]
         if settings.trending_cache_seconds > 0:
             await asyncio.to_thread(service.refresh_trending)
             tasks.append(asyncio.create_task(_every(

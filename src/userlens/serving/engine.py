@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 
 from userlens import artefact
 from userlens.artefact import ArtefactError
@@ -141,15 +140,30 @@ class Engine:
     def encode(self, history: list[str], weights: list[float] | None = None
                ) -> tuple[Histories, int]:
         """The newest ``max_history`` known items of a history (with their weights)."""
-        lookup = [self.items.index_of(item) for item in history]
-        known = [(i, w) for i, w in zip(lookup, weights or [1.0] * len(history), strict=True)
-                 if i is not None][-self.max_history:]
-        histories = Histories.from_lists([[i for i, _ in known]], n_items=self.n_items,
-                                         values=[[w for _, w in known]])
-        return histories, sum(i is None for i in lookup)
+        index = self.items.indices_of(history)
+        known = index >= 0
+        items = index[known][-self.max_history:].astype(np.int32)
+        values = (np.ones(len(items), np.float32) if weights is None
+                  else np.asarray(weights, np.float32)[known][-self.max_history:])
+        return self._single(items, values), int((~known).sum())
+
+    def _single(self, items: np.ndarray, values: np.ndarray | None = None) -> Histories:
+        """A batch of one history (internal indices, oldest first)."""
+        return Histories(indptr=np.array([0, len(items)], np.int64), item_idx=items,
+                         timestamp=np.arange(len(items), dtype=np.int64),
+                         value=np.ones(len(items), np.float32) if values is None else values,
+                         n_items=self.n_items, user_idx=np.full(1, -1, np.int32))
+
+    def cached_mask(self, where: Filter, stamp: int) -> np.ndarray | None:
+        """The filter's mask if it is cached (cheap), else None."""
+        mask = self._masks.get((where.conditions, stamp))
+        if mask is not None:
+            self._masks.move_to_end((where.conditions, stamp))
+        return mask
 
     def allowed(self, where: Filter, stored_fields: dict[str, dict], stamp: int) -> np.ndarray:
-        """Boolean mask over model items meeting the filter (cached, bounded)."""
+        """Boolean mask over model items meeting the filter: built with one pass over the
+        catalogue the first time, then cached (the 64 most recent filters)."""
         key = (where.conditions, stamp)
         mask = self._masks.get(key)
         if mask is None:
@@ -182,18 +196,25 @@ class Engine:
         histories, skipped = self.encode(history, weights)
         if histories.lengths()[0] == 0:
             return [], skipped, False
-        seen_index = (self.items.indices_of(history if seen is None else seen)
-                      if exclude_seen else np.zeros(0, np.int64))
-        seen_index = np.unique(seen_index[seen_index >= 0])
+        if not exclude_seen:
+            seen_index = np.zeros(0, np.int64)
+        elif seen is None or seen is history:
+            seen_index = np.unique(histories.item_idx) if len(history) <= self.max_history \
+                else self._indices(history)
+        else:
+            seen_index = self._indices(seen)
         if self.ann is not None:
             return self._recommend_ann(histories, k, seen_index, allowed), skipped, True
-        exclude = sp.csr_matrix((np.ones(len(seen_index), np.float32),
-                                 (np.zeros(len(seen_index), np.int64), seen_index)),
-                                shape=(1, self.n_items))
+        exclude = self._single(seen_index.astype(np.int32))
         top, values = self.model.recommend(histories, k, exclude=exclude, allowed=allowed)
         return [Scored(self.items.ids[i], float(v), "model")
                 for i, v in zip(top[0].tolist(), values[0].tolist(), strict=True)
                 if math.isfinite(v)], skipped, True
+
+    def _indices(self, item_ids: list[str]) -> np.ndarray:
+        """Sorted distinct internal indices of the known items among ``item_ids``."""
+        index = self.items.indices_of(item_ids)
+        return np.unique(index[index >= 0])
 
     def _recommend_ann(self, histories: Histories, k: int, seen_items: np.ndarray,
                        allowed: np.ndarray | None) -> list[Scored]:

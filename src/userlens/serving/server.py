@@ -26,9 +26,16 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        has_body = False
         for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                return await _reply(send, 413, f"request body over {self.limit} bytes")
+            if name == b"content-length":
+                if value.isdigit() and int(value) > self.limit:
+                    return await _reply(send, 413, f"request body over {self.limit} bytes")
+                has_body = value != b"0"
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:  # GET and friends: nothing to read or buffer
+            return await self.app(scope, receive, send)
         chunks, size = [], 0
         while True:
             message = await receive()

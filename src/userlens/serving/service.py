@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from userlens.serving.engine import ArtefactError, Engine, Filter, Scored
 from userlens.serving.observability import Metrics
@@ -30,6 +32,9 @@ class ReloadRefused(Exception):
 
 class InvalidFilter(ValueError):
     """A filter expression is malformed."""
+
+
+NO_FILTER = Filter()
 
 
 @dataclass(frozen=True)
@@ -69,21 +74,21 @@ class Service:
         self._fields_version = storage.items_version()
         self._fields: dict[str, dict[str, Any]] = storage.item_fields()
         self._fields_stamp = 0
-        self._fields_checked = time.monotonic()
 
     # --------------------------------------------------------------- caches
 
     def stored_fields(self) -> tuple[dict[str, dict[str, Any]], int]:
-        """Item metadata posted to /items. Every 5 s a one-row query says whether another
-        worker wrote; only then is the table read again."""
-        if time.monotonic() - self._fields_checked > 5.0:
-            self._fields_checked = time.monotonic()
-            version = self.storage.items_version()
-            if version != self._fields_version:
-                self._fields_version = version
-                self._fields, self._fields_stamp = (self.storage.item_fields(),
-                                                    self._fields_stamp + 1)
+        """Item metadata posted to /items (this worker's copy; no database access)."""
         return self._fields, self._fields_stamp
+
+    def refresh_fields(self) -> None:
+        """Read /items again when another worker wrote (a one-row query says whether);
+        called off the request path."""
+        version = self.storage.items_version()
+        if version != self._fields_version:
+            self._fields_version = version
+            self._fields, self._fields_stamp = (self.storage.item_fields(),
+                                                self._fields_stamp + 1)
 
     def note_items(self, records: list[tuple[str, dict[str, Any]]]) -> None:
         fields = dict(self._fields)
@@ -123,7 +128,9 @@ class Service:
         engine = self.engine
         events = self.storage.history_events(user_id, limit=self.settings.max_history)
         items, weights = engine.semantics.apply(events)
-        return UserHistory(items, weights, [item for item, _ in events])
+        # nothing cancelled: the scored items are every stored item (one list, one lookup)
+        seen = items if len(items) == len(events) else [item for item, _ in events]
+        return UserHistory(items, weights, seen)
 
     def erase(self, user_id: str) -> dict[str, int]:
         """Erase a user everywhere, including this process's caches (trending)."""
@@ -133,21 +140,33 @@ class Service:
 
     # --------------------------------------------------------------- recommendations
 
-    def recommend(self, history: list[str], k: int, exclude_seen: bool,
-                  expressions: list[str], weights: list[float] | None = None,
-                  seen: list[str] | None = None) -> tuple[list[Scored], int, bool]:
-        """Model items first, then fallback items until k; (items, skipped, fallback only).
+    async def filter_mask(self, expressions: list[str]) -> tuple[Filter, np.ndarray | None]:
+        """The parsed filter and its mask over the model's items. A mask not cached yet is
+        built in the thread pool (one pass over the catalogue), never on the event loop.
 
         Raises:
             InvalidFilter: a malformed filter expression.
         """
-        engine = self.engine
         try:
             where = Filter.parse(expressions)
         except ValueError as error:
             raise InvalidFilter(str(error)) from error
-        fields, stamp = self.stored_fields() if where else ({}, 0)
-        allowed = engine.allowed(where, fields, stamp) if where else None
+        if not where:
+            return where, None
+        engine = self.engine
+        fields, stamp = self.stored_fields()
+        mask = engine.cached_mask(where, stamp)
+        if mask is None:
+            mask = await run_in_threadpool(engine.allowed, where, fields, stamp)
+        return where, mask
+
+    def recommend(self, history: list[str], k: int, exclude_seen: bool,
+                  where: Filter = NO_FILTER, allowed: np.ndarray | None = None,
+                  weights: list[float] | None = None, seen: list[str] | None = None,
+                  ) -> tuple[list[Scored], int, bool]:
+        """Model items first, then fallback items until k; (items, skipped, fallback only).
+        ``where`` and ``allowed`` come from :meth:`filter_mask`."""
+        engine = self.engine
         seen = history if seen is None else seen
         items, skipped, personalised = engine.recommend(
             history, k, exclude_seen=exclude_seen, allowed=allowed, weights=weights, seen=seen)

@@ -1,4 +1,8 @@
-"""Recommendations for a stored user or an ad-hoc history, ranking, similar items."""
+"""Recommendations for a stored user or an ad-hoc history, ranking, similar items.
+
+These handlers run on the event loop (see ``userlens.serving.app`` for why): their work is
+bounded, and the one step that is not (building a new filter's mask) goes to the thread pool.
+"""
 
 
 from typing import Annotated
@@ -49,7 +53,7 @@ def build(settings: ServeSettings) -> APIRouter:
 
     @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
                 dependencies=[require("read")], responses=AUTH_RESPONSES)
-    def user_recommendations(service: ServiceDep, user_id: UserPathId,
+    async def user_recommendations(service: ServiceDep, user_id: UserPathId,
                              k: Annotated[int, k_query] = 10, exclude_seen: bool = True,
                              filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
                              ) -> RecommendationsOut:
@@ -57,34 +61,37 @@ def build(settings: ServeSettings) -> APIRouter:
         (with the event semantics the model was trained with)."""
         user_id = path_id(user_id, "user_id")
         engine = service.engine
-        history = service.user_history(user_id)
         try:
-            items, skipped, fallback = service.recommend(
-                history.items, k, exclude_seen, filter or [], weights=history.weights,
-                seen=history.seen)
+            where, allowed = await service.filter_mask(filter or [])
         except InvalidFilter as error:
             raise invalid(("query", "filter"), str(error)) from error
+        history = service.user_history(user_id)  # one indexed read, at most max_history rows
+        items, skipped, fallback = service.recommend(
+            history.items, k, exclude_seen, where, allowed, weights=history.weights,
+            seen=history.seen)
         return RecommendationsOut(user_id=user_id, items=scored(items), fallback=fallback,
                                   history_length=len(history.items),
                                   unknown_items_skipped=skipped, model=model_info(engine))
 
     @router.post("/recommendations", response_model=RecommendationsOut)
-    def session_recommendations(body: HistoryIn, service: ServiceDep) -> RecommendationsOut:
+    async def session_recommendations(body: HistoryIn, service: ServiceDep
+                                      ) -> RecommendationsOut:
         """Recommendations for an ad-hoc history (an anonymous session), oldest first."""
         engine = service.engine
         history = body.history[-settings.max_history:]
         try:
-            items, skipped, fallback = service.recommend(
-                history, min(body.k, settings.max_k), body.exclude_seen, body.filter)
+            where, allowed = await service.filter_mask(body.filter)
         except InvalidFilter as error:
             raise invalid(("body", "filter"), str(error)) from error
+        items, skipped, fallback = service.recommend(
+            history, min(body.k, settings.max_k), body.exclude_seen, where, allowed)
         return RecommendationsOut(user_id=None, items=scored(items), fallback=fallback,
                                   history_length=len(history), unknown_items_skipped=skipped,
                                   model=model_info(engine))
 
     @router.post("/users/{user_id}/rank", response_model=RankOut,
                  dependencies=[require("read")], responses=AUTH_RESPONSES)
-    def rank(user_id: UserPathId, body: RankIn, service: ServiceDep) -> RankOut:
+    async def rank(user_id: UserPathId, body: RankIn, service: ServiceDep) -> RankOut:
         """Order candidate items for a user; items the model does not know go last."""
         user_id = path_id(user_id, "user_id")
         engine = service.engine
@@ -94,7 +101,7 @@ def build(settings: ServeSettings) -> APIRouter:
 
     @router.get("/items/{item_id}/similar", response_model=SimilarOut,
                 responses={404: {"model": ErrorOut}}, tags=["items"])
-    def similar(item_id: PathId, service: ServiceDep,
+    async def similar(item_id: PathId, service: ServiceDep,
                 k: Annotated[int, k_query] = 10) -> SimilarOut:
         """Items the model recommends to someone who just interacted with this one."""
         item_id = path_id(item_id, "item_id")

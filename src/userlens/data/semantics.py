@@ -24,6 +24,10 @@ class EventSemantics(BaseModel, frozen=True, extra="forbid",
     """Dislike-style types: never a positive, and they cancel the user's earlier events on
     the same item."""
 
+    def uses_types(self) -> bool:
+        """Whether an event's type changes how it is scored (weights or negatives)."""
+        return bool(self.weights or self.negative_types)
+
     def problem(self, event_type: str | None) -> str | None:
         """Why an event of this type cannot be accepted, or None when it can."""
         if event_type is None or self.known_types is None:
@@ -48,7 +52,7 @@ class EventSemantics(BaseModel, frozen=True, extra="forbid",
         Returns:
             (items, weights), oldest first.
         """
-        if not self.negative_types and not self.weights:
+        if not self.uses_types():
             return [item for item, _ in events], [1.0] * len(events)
         last_negative: dict[str, int] = {}
         for position, (item, event_type) in enumerate(events):

@@ -25,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from userlens import __version__
+from userlens.serving.deps import SECURITY_SCHEMES
 from userlens.serving.engine import Engine
 from userlens.serving.observability import Measure
 from userlens.serving.routes import admin, events, items, recommendations, users
@@ -44,6 +45,25 @@ async def _every(seconds: float, work, what: str) -> None:
             await asyncio.to_thread(work)
         except Exception:  # noqa: BLE001 (a database hiccup must not stop the loop)
             logger.exception("%s failed", what)
+
+
+def _document_security(app: FastAPI) -> None:
+    """Mark the routes that need a key (those that declare a 401) with the API-key schemes
+    in the OpenAPI spec; the check itself is the ``require`` dependency."""
+    build_spec = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build_spec()
+            schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+            for operations in schema["paths"].values():
+                for operation in operations.values():
+                    if "401" in operation.get("responses", {}):
+                        operation["security"] = [{name: []} for name in SECURITY_SCHEMES]
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> FastAPI:
@@ -85,6 +105,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
     app.include_router(users.router)
     app.include_router(items.router)
     app.include_router(admin.router)
+    _document_security(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Measure, metrics=service.metrics)
     return app

@@ -42,7 +42,8 @@ class UserHistory:
     """A stored history as the model reads it (semantics applied) and what counts as seen."""
 
     items: list[str]
-    weights: list[float]
+    weights: list[float] | None
+    """Per-event weights; None = all 1."""
     seen: list[str]
 
 
@@ -126,6 +127,9 @@ class Service:
         earlier events on their item, weights become values; every stored item counts as
         seen."""
         engine = self.engine
+        if not engine.semantics.uses_types():  # the hot path reads one column
+            items = self.storage.history_items(user_id, limit=self.settings.max_history)
+            return UserHistory(items, None, items)
         events = self.storage.history_events(user_id, limit=self.settings.max_history)
         items, weights = engine.semantics.apply(events)
         # nothing cancelled: the scored items are every stored item (one list, one lookup)

@@ -201,7 +201,13 @@ class Storage:
 
     def history_items(self, user_id: str, limit: int | None = None) -> list[str]:
         """Item ids of the user's events, oldest first (the hot path: one index scan)."""
-        return [item for item, _ in self.history_events(user_id, limit)]
+        query = (select(events.c.item_id).where(events.c.user_id == user_id)
+                 .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as connection:
+            found = connection.execute(query).scalars().all()
+        return found[::-1]
 
     def history_events(self, user_id: str, limit: int | None = None
                        ) -> list[tuple[str, str | None]]:

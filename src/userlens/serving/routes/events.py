@@ -1,10 +1,10 @@
 """POST /events: events in, each checked on its own."""
 
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from pydantic import ValidationError
 
-from userlens.serving.deps import AUTH_RESPONSES, ServiceDep, require
+from userlens.serving.deps import AUTH_RESPONSES, require, service_of
 from userlens.serving.schemas import EventBatchIn, EventIn, EventsOut, RejectedEvent
 from userlens.serving.storage import StoredEvent, now_ms
 
@@ -13,10 +13,11 @@ router = APIRouter(tags=["events"])
 
 @router.post("/events", response_model=EventsOut, dependencies=[require("write")],
              responses=AUTH_RESPONSES)
-def post_events(batch: EventBatchIn, service: ServiceDep) -> EventsOut:
+def post_events(batch: EventBatchIn, request: Request) -> EventsOut:
     """Store events durably (one transaction, committed before the response). A bad event
     (malformed, in the future, of a type the model does not know) is rejected with its
     reason; the others are stored."""
+    service = service_of(request)
     settings = service.settings
     if len(batch.events) > settings.max_events_per_request:
         raise HTTPException(413, f"events: at most {settings.max_events_per_request} "

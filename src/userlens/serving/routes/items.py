@@ -1,9 +1,9 @@
 """POST /items: item metadata for filters and new items."""
 
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from userlens.serving.deps import AUTH_RESPONSES, ServiceDep, require
+from userlens.serving.deps import AUTH_RESPONSES, require, service_of
 from userlens.serving.schemas import ItemsIn, ItemsOut
 
 router = APIRouter(tags=["items"])
@@ -11,8 +11,9 @@ router = APIRouter(tags=["items"])
 
 @router.post("/items", response_model=ItemsOut, dependencies=[require("write")],
              responses=AUTH_RESPONSES)
-def upsert_items(body: ItemsIn, service: ServiceDep) -> ItemsOut:
+def upsert_items(body: ItemsIn, request: Request) -> ItemsOut:
     """Insert or replace item metadata; unknown items are served by the fallback."""
+    service = service_of(request)
     records = list({item.item_id: item.fields for item in body.items}.items())
     service.storage.upsert_items(records)
     service.note_items(records)

@@ -7,17 +7,17 @@ bounded, and the one step that is not (building a new filter's mask) goes to the
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import StringConstraints
 
 from userlens.serving.deps import (
     AUTH_RESPONSES,
     PathId,
-    ServiceDep,
     UserPathId,
     invalid,
     path_id,
     require,
+    service_of,
 )
 from userlens.serving.engine import Engine, Scored
 from userlens.serving.schemas import (
@@ -53,12 +53,13 @@ def build(settings: ServeSettings) -> APIRouter:
 
     @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
                 dependencies=[require("read")], responses=AUTH_RESPONSES)
-    async def user_recommendations(service: ServiceDep, user_id: UserPathId,
+    async def user_recommendations(request: Request, user_id: UserPathId,
                              k: Annotated[int, k_query] = 10, exclude_seen: bool = True,
                              filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
                              ) -> RecommendationsOut:
         """Recommendations from the user's stored history, including events just posted
         (with the event semantics the model was trained with)."""
+        service = service_of(request)
         user_id = path_id(user_id, "user_id")
         engine = service.engine
         try:
@@ -74,9 +75,10 @@ def build(settings: ServeSettings) -> APIRouter:
                                   unknown_items_skipped=skipped, model=model_info(engine))
 
     @router.post("/recommendations", response_model=RecommendationsOut)
-    async def session_recommendations(body: HistoryIn, service: ServiceDep
+    async def session_recommendations(body: HistoryIn, request: Request
                                       ) -> RecommendationsOut:
         """Recommendations for an ad-hoc history (an anonymous session), oldest first."""
+        service = service_of(request)
         engine = service.engine
         history = body.history[-settings.max_history:]
         try:
@@ -91,8 +93,9 @@ def build(settings: ServeSettings) -> APIRouter:
 
     @router.post("/users/{user_id}/rank", response_model=RankOut,
                  dependencies=[require("read")], responses=AUTH_RESPONSES)
-    async def rank(user_id: UserPathId, body: RankIn, service: ServiceDep) -> RankOut:
+    async def rank(user_id: UserPathId, body: RankIn, request: Request) -> RankOut:
         """Order candidate items for a user; items the model does not know go last."""
+        service = service_of(request)
         user_id = path_id(user_id, "user_id")
         engine = service.engine
         history = service.user_history(user_id)
@@ -101,9 +104,10 @@ def build(settings: ServeSettings) -> APIRouter:
 
     @router.get("/items/{item_id}/similar", response_model=SimilarOut,
                 responses={404: {"model": ErrorOut}}, tags=["items"])
-    async def similar(item_id: PathId, service: ServiceDep,
+    async def similar(item_id: PathId, request: Request,
                 k: Annotated[int, k_query] = 10) -> SimilarOut:
         """Items the model recommends to someone who just interacted with this one."""
+        service = service_of(request)
         item_id = path_id(item_id, "item_id")
         engine = service.engine
         if engine.items.index_of(item_id) is None:

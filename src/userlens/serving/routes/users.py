@@ -3,9 +3,9 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
-from userlens.serving.deps import AUTH_RESPONSES, ServiceDep, UserPathId, invalid, path_id, require
+from userlens.serving.deps import AUTH_RESPONSES, UserPathId, invalid, path_id, require, service_of
 from userlens.serving.schemas import ErasedOut, EventOut, HistoryOut
 
 router = APIRouter(tags=["users"])
@@ -24,11 +24,12 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
 
 @router.get("/users/{user_id}/history", response_model=HistoryOut,
             dependencies=[require("read")], responses=AUTH_RESPONSES)
-def history(user_id: UserPathId, service: ServiceDep,
+def history(user_id: UserPathId, request: Request,
             limit: Annotated[int | None, Query(ge=1, le=100_000)] = None,
             cursor: Annotated[str | None, CURSOR_QUERY] = None) -> HistoryOut:
     """The user's stored events, oldest first: the newest ``limit`` (default: one page),
     and ``next_cursor`` to fetch the page before them."""
+    service = service_of(request)
     user_id = path_id(user_id, "user_id")
     limit = limit or service.settings.history_page
     events = service.storage.history(user_id, limit + 1, before=_cursor(cursor))
@@ -42,8 +43,9 @@ def history(user_id: UserPathId, service: ServiceDep,
 
 @router.delete("/users/{user_id}", response_model=ErasedOut, dependencies=[require("write")],
                responses=AUTH_RESPONSES)
-def erase(user_id: UserPathId, service: ServiceDep) -> ErasedOut:
+def erase(user_id: UserPathId, request: Request) -> ErasedOut:
     """Erase every stored event and record of the user (and this worker's caches of them);
     their event ids are kept as tombstones so a retried POST does not restore them."""
+    service = service_of(request)
     user_id = path_id(user_id, "user_id")
     return ErasedOut(user_id=user_id, removed=service.erase(user_id))

@@ -372,3 +372,22 @@ def test_a_chunked_body_over_the_limit_is_a_413(ease_artefact, db_url):
         assert response.status_code == 413
         assert client.get("/users/c/history").json()["events"] == []
     storage.close()
+
+
+def test_trending_is_recomputed_only_after_a_fallback_used_it(ease_artefact, db_url,
+                                                               monkeypatch):
+    client, storage = make_client(ease_artefact, db_url, trending_cache_seconds=60)
+    with client:
+        service = client.app.state.service
+        calls = []
+        real = storage.trending
+        monkeypatch.setattr(storage, "trending",
+                            lambda *a, **k: calls.append(1) or real(*a, **k))
+        post_history(client, "known", [0, 1, 2])
+        client.get("/users/known/recommendations", params={"k": 2})  # model items only
+        service.refresh_trending_if_used()
+        assert calls == []  # nobody read trending: no week of events counted
+        client.get("/users/nobody/recommendations", params={"k": 2})  # the fallback
+        service.refresh_trending_if_used()
+        assert calls == [1]
+    storage.close()

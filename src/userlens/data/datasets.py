@@ -82,9 +82,8 @@ def find_mirror(start: Path | None = None) -> Path | None:
     this project's checkouts are laid out), or None."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        for candidate in (folder / "shared" / "data", folder.parent / "shared" / "data"):
-            if (candidate / "README.md").is_file():
-                return candidate
+        if (folder / "shared" / "data" / "README.md").is_file():
+            return folder / "shared" / "data"
     return None
 
 

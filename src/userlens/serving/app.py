@@ -4,7 +4,8 @@
 Where the work can be large, handlers are plain functions that FastAPI runs in its thread
 pool: writes (they wait on fsync), history pages (up to 100,000 events), erasure, reloads,
 health, and building a filter's item mask the first time it is asked for (one pass over the
-catalogue). Trending is refreshed by a background task, off the request path.
+catalogue). Trending is refreshed by a background task, off the request path, in the
+intervals after a fallback used it.
 
 The four recommendation routes stay on the event loop: their work is bounded by
 construction (one indexed read of at most ``max_history`` events, one scoring pass of one
@@ -79,7 +80,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
         if settings.trending_cache_seconds > 0:
             await asyncio.to_thread(service.refresh_trending)
             tasks.append(asyncio.create_task(_every(
-                settings.trending_cache_seconds, service.refresh_trending, "trending")))
+                settings.trending_cache_seconds, service.refresh_trending_if_used, "trending")))
         yield
         for task in tasks:
             task.cancel()

@@ -72,6 +72,7 @@ class Service:
         self._reload_lock = threading.Lock()
         self._trending: list[tuple[str, int]] = []
         self._trending_lock = threading.Lock()
+        self._trending_wanted = False  # the app computes it once at start
         self._fields_version = storage.items_version()
         self._fields: dict[str, dict[str, Any]] = storage.item_fields()
         self._fields_stamp = 0
@@ -110,9 +111,17 @@ class Service:
         with self._trending_lock:
             self._trending = known[:limit]
 
+    def refresh_trending_if_used(self) -> None:
+        """The background task's refresh: only when a fallback read trending since the last
+        refresh (counting a week of events costs CPU that known users' requests need)."""
+        if self._trending_wanted:
+            self._trending_wanted = False
+            self.refresh_trending()
+
     def trending(self) -> list[tuple[str, int]]:
         if self.settings.trending_cache_seconds == 0:
             self.refresh_trending()
+        self._trending_wanted = True
         with self._trending_lock:
             return self._trending
 

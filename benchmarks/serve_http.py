@@ -5,6 +5,9 @@ from a second process on loopback; both share this machine's cores.
 
     python benchmarks/serve_http.py                       # EASE + SASRec, c = 1, 8, 32
     python benchmarks/serve_http.py --soak-seconds 600    # plus the 10-minute RSS soak
+    python benchmarks/serve_http.py --baseline-src /tmp/old/src --baseline-work /tmp/old-bench
+        # before/after: the same GET load on a checkout of another commit and on this one,
+        # alternating servers, --reps times per level; medians and ratios
 
 Writes benchmarks/results/serve_http.json (and serve_soak.png with --soak-seconds).
 """
@@ -140,9 +143,17 @@ def main() -> None:
                              "(latency does not depend on how well it is trained)")
     parser.add_argument("--soak-seconds", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument("--baseline-src", type=Path, default=None,
+                        help="src/ folder of another commit to compare GET latency against")
+    parser.add_argument("--baseline-work", type=Path, default=None,
+                        help="its work folder (artefacts and database made by that commit)")
+    parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
+    if args.baseline_src is not None:
+        compare(args)
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -190,6 +201,50 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "serve_http.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'serve_http.json'}")
+
+
+def compare(args) -> None:
+    """GET latency of a baseline commit and of this tree, servers alternating, medians."""
+    import statistics
+
+    sides = {"baseline": (args.baseline_work, str(args.baseline_src.resolve())),
+             "current": (args.work, "")}
+    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "workers": args.workers, "seconds_per_run": args.seconds,
+                    "reps": args.reps, "baseline_src": str(args.baseline_src)}
+    for model in ("ease", "sasrec"):
+        for connections in [int(x) for x in args.levels.split(",")]:
+            runs: dict[str, list[dict]] = {side: [] for side in sides}
+            for _ in range(args.reps):
+                for side, (work, pythonpath) in sides.items():
+                    os.environ["PYTHONPATH"] = pythonpath
+                    server = Server(work / f"bench-{model}" / model,
+                                    f"sqlite:///{work / 'events.db'}", args.workers)
+                    try:
+                        wrk(server.url, "recommendations.lua", connections, 3)  # warm-up
+                        runs[side].append(wrk(server.url, "recommendations.lua", connections,
+                                              args.seconds))
+                    finally:
+                        server.stop()
+            os.environ.pop("PYTHONPATH", None)
+            row = {side: {"median_requests_per_s": statistics.median(
+                              r["requests_per_s"] for r in rows),
+                          "median_p99_ms": statistics.median(r["p99_ms"] for r in rows),
+                          "median_p50_ms": statistics.median(r["p50_ms"] for r in rows),
+                          "runs": rows} for side, rows in runs.items()}
+            row["p99_ratio"] = (row["current"]["median_p99_ms"]
+                                / row["baseline"]["median_p99_ms"])
+            row["throughput_ratio"] = (row["current"]["median_requests_per_s"]
+                                       / row["baseline"]["median_requests_per_s"])
+            log(f"{model} c={connections}: p99 {row['baseline']['median_p99_ms']:.2f} -> "
+                f"{row['current']['median_p99_ms']:.2f} ms (x{row['p99_ratio']:.2f}), "
+                f"req/s {row['baseline']['median_requests_per_s']:.0f} -> "
+                f"{row['current']['median_requests_per_s']:.0f} "
+                f"(x{row['throughput_ratio']:.2f})")
+            result[f"{model}_c{connections}"] = row
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "serve_http_compare.json").write_text(json.dumps(result, indent=2))
+    log(f"wrote {args.out / 'serve_http_compare.json'}")
 
 
 def crash(artefact: Path, work: Path, workers: int, seconds: float = 8.0) -> dict:

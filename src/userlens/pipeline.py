@@ -14,8 +14,8 @@ import polars as pl
 from userlens.config import DataConfig, SplitConfig
 from userlens.data import filters
 from userlens.data.datasets import DEFAULT_DATA_HOME, resolve
-from userlens.data.interactions import Dataset, ItemCatalog
-from userlens.data.readers import DataFormatError, read, read_frame
+from userlens.data.interactions import Dataset
+from userlens.data.readers import DataFormatError, align_catalog, read, read_frame
 from userlens.data.splits import Split, leave_one_out, temporal, user_holdout
 
 logger = logging.getLogger(__name__)
@@ -71,10 +71,8 @@ def attach_catalog(dataset: Dataset, path: Path, rename: dict[str, str] | None =
     if "categories" in frame.columns and frame.schema["categories"] == pl.Utf8:
         frame = frame.with_columns(pl.col("categories").str.split(
             "|" if frame["categories"].str.contains("|", literal=True).any() else ","))
-    frame = frame.with_columns(pl.col("item_id").cast(pl.Utf8)).unique("item_id", keep="first")
-    order = pl.DataFrame({"item_id": dataset.items.ids.tolist()})
-    catalog = ItemCatalog(order.join(frame, on="item_id", how="left", maintain_order="left"))
-    return Dataset(dataset.interactions, dataset.users, dataset.items, catalog,
+    return Dataset(dataset.interactions, dataset.users, dataset.items,
+                   align_catalog(frame, dataset.items),
                    dataset.user_table, dataset.name, dataset.source)
 
 

@@ -105,3 +105,25 @@ def test_a_failed_download_names_the_url(monkeypatch, tmp_path):
     assert result.exit_code == 2
     assert url in " ".join(result.output.split()) and "Traceback" not in result.output
     assert not (tmp_path / "ml-100k").exists()
+
+
+def test_an_item_catalogue_file_joins_any_format(tmp_path):
+    from userlens.config import load_config
+    from userlens.pipeline import load_data
+
+    (tmp_path / "log.csv").write_text("user_id,item_id\nu1,a\nu1,b\nu2,b\n")
+    (tmp_path / "items.csv").write_text("sku,title,genres\nb,Bee,Drama|Comedy\na,Ay,Horror\n"
+                                        "z,Unused,Drama\n")
+    config = tmp_path / "c.toml"
+    config.write_text('name = "c"\n[data]\npath = "log.csv"\nitems = "items.csv"\n'
+                      'item_columns = { sku = "item_id", genres = "categories" }\n'
+                      '[[models]]\nname = "most_popular"\n')
+    dataset = load_data(load_config(config).data)
+    frame = dataset.catalog.frame
+    assert frame["item_id"].to_list() == dataset.items.ids.tolist() == ["a", "b"]
+    assert frame["title"].to_list() == ["Ay", "Bee"]
+    assert frame["categories"].to_list() == [["Horror"], ["Drama", "Comedy"]]
+    missing = tmp_path / "c2.toml"
+    missing.write_text(config.read_text().replace("items.csv", "nowhere.csv"))
+    result = runner.invoke(app, ["describe", str(missing)])
+    assert result.exit_code == 2 and "nowhere.csv" in result.output

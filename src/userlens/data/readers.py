@@ -157,7 +157,7 @@ def build_dataset(
         interactions=interactions,
         users=users,
         items=items,
-        catalog=_align_catalog(catalog, items) if catalog is not None else None,
+        catalog=align_catalog(catalog, items) if catalog is not None else None,
         user_table=_align_users(user_table, users) if user_table is not None else None,
         name=name,
         source=str(path),
@@ -171,7 +171,8 @@ def _encode(column: pl.Series, vocabulary: pl.Series) -> np.ndarray:
     return joined["idx"].to_numpy().astype(np.int32)
 
 
-def _align_catalog(catalog: pl.DataFrame, items: IdIndex) -> ItemCatalog:
+def align_catalog(catalog: pl.DataFrame, items: IdIndex) -> ItemCatalog:
+    """Item metadata in the order of ``items`` (first row per item_id; missing items null)."""
     catalog = catalog.with_columns(pl.col("item_id").cast(pl.Utf8)).unique("item_id", keep="first")
     order = pl.DataFrame({"item_id": items.ids.tolist()})
     return ItemCatalog(order.join(catalog, on="item_id", how="left", maintain_order="left"))
@@ -414,7 +415,7 @@ def read_movielens(path: str | Path, *, name: str | None = None) -> Dataset:
         movies_file = folder / "movies.csv"
         if movies_file.exists():
             movies = pl.read_csv(movies_file, infer_schema=False)
-            dataset.catalog = _align_catalog(movies.select(
+            dataset.catalog = align_catalog(movies.select(
                 pl.col("movieId").alias("item_id"), "title",
                 pl.col("genres").str.split("|").alias("categories")), dataset.items)
         dataset.name = name or folder.name
@@ -428,7 +429,7 @@ def read_movielens_metadata(folder: str | Path, dataset: Dataset) -> Dataset:
     folder = Path(folder)
     if (folder / "movies.dat").exists():
         movies = _split_double_colon(folder / "movies.dat", ["item_id", "title", "genres"])
-        dataset.catalog = _align_catalog(
+        dataset.catalog = align_catalog(
             movies.select("item_id", "title", pl.col("genres").str.split("|").alias("categories")),
             dataset.items)
     if (folder / "users.dat").exists():

@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Research datasets are read from the shared folder beside the project, never downloaded.
 SHARED_DATA := $(abspath ../shared/data)
+SHARED_WHEELS := $(abspath ../shared/wheels)
 export USERLENS_DATA_MIRROR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 export OPENBLAS_NUM_THREADS ?= 1
 
@@ -13,8 +14,11 @@ $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# the CPU build of torch, pinned here (an unpinned torch pulls the multi-GB CUDA build)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+	# llama-cpp-python from the prebuilt wheel in ../shared/wheels when it is there
+	# (else pip compiles it, about 5 minutes)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-e ".[dev,torch,serve,ann,plot]"
+		$(if $(wildcard $(SHARED_WHEELS)),--find-links $(SHARED_WHEELS),) \
+		-e ".[dev,torch,serve,ann,plot,llm]"
 	touch $@
 
 demo: $(BIN)/.installed

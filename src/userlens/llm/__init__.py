@@ -67,9 +67,10 @@ class ChatClient:
     """A chat completion client for one endpoint and model."""
 
     def __init__(self, base_url: str, model: str, *, api_key: str | None = None,
-                 config: LLMConfig = LLMConfig()) -> None:
+                 config: LLMConfig | None = None) -> None:
         from openai import OpenAI
 
+        config = config or LLMConfig()
         self.base_url, self.model, self.config = base_url, model, config
         self._client = OpenAI(base_url=base_url, api_key=api_key or "none",
                               timeout=config.timeout_seconds, max_retries=1)
@@ -155,10 +156,11 @@ _embedded: EmbeddedServer | None = None
 _embedded_lock = threading.Lock()
 
 
-def connect(config: LLMConfig = LLMConfig(), *, api_key: str | None = None) -> ChatClient:
+def connect(config: LLMConfig | None = None, *, api_key: str | None = None) -> ChatClient:
     """A client for the configured endpoint, or for the embedded model (started once per
     process, on first use)."""
     global _embedded
+    config = config or LLMConfig()
     if config.base_url is not None:
         return ChatClient(config.base_url, config.model or "default", api_key=api_key,
                           config=config)

@@ -12,7 +12,7 @@ import polars as pl
 from userlens.profiles.clusters import clusters as find_clusters
 from userlens.profiles.controls import Controls
 from userlens.profiles.facets import Events, behaviour, interests
-from userlens.profiles.population import Population
+from userlens.profiles.population import Population, as_polars
 from userlens.profiles.summary import template
 from userlens.profiles.types import SCHEMA_VERSION, Profile, Summary
 
@@ -27,10 +27,8 @@ def events_of(history: Any, population: Population, *, has_time: bool | None = N
     oldest first."""
     if isinstance(history, list | tuple):
         frame = pl.DataFrame({"item_id": [str(i) for i in history]})
-    elif isinstance(history, pl.DataFrame):
-        frame = history
     else:
-        frame = pl.from_pandas(history)
+        frame = as_polars(history)
     if "item_id" not in frame.columns:
         raise ValueError(f"a history needs an item_id column (columns: {frame.columns})")
     item_ids = frame["item_id"].cast(pl.String).to_list()

@@ -1,7 +1,8 @@
 """Interest clusters: the user's items grouped in item-vector space (multi-interest).
 
 Spherical k-means (scikit-learn's KMeans on unit vectors) for k = 1..``max_clusters``; the k
-with the best silhouette wins when it clears ``min_silhouette``, else one group. Each group is
+with the best silhouette wins when it clears ``min_silhouette`` and no two of its group
+centres have a cosine above 0.9, else one group. Each group is
 labelled by the catalogue values most of its events share and by its items closest to the
 centre.
 """
@@ -16,6 +17,10 @@ from userlens.profiles.types import Cluster
 
 MIN_LABEL_SHARE = 0.4
 """A value labels a group when at least this share of the group's events has it."""
+
+
+MAX_CENTRE_COSINE = 0.9
+"""Groups whose centres point almost the same way are one interest split by noise."""
 
 
 def clusters(events: Events, population: Population, *, max_clusters: int = 4,
@@ -66,13 +71,14 @@ def _best_partition(x: np.ndarray, weights: np.ndarray, max_clusters: int,
         return best
     # silhouette over at most 300 items keeps a 1,000-item history fast
     sample = np.random.default_rng(seed).permutation(n)[:300]
-    for k in range(2, min(max_clusters, n - 1) + 1):
+    distinct = len(np.unique(x.round(6), axis=0))
+    for k in range(2, min(max_clusters, n - 1, distinct) + 1):
         labels = KMeans(n_clusters=k, n_init=1, random_state=seed).fit_predict(
             x, sample_weight=weights)
         if len(np.unique(labels[sample])) < 2:
             continue
         score = silhouette_score(x[sample], labels[sample], metric="cosine")
-        if score > best_score:
+        if score > best_score and _distinct_centres(x, labels, k):
             best, best_score = labels, score
     # number groups by first appearance so the result does not depend on k-means' ids
     _, first = np.unique(best, return_index=True)
@@ -80,6 +86,13 @@ def _best_partition(x: np.ndarray, weights: np.ndarray, max_clusters: int,
     rename = np.empty(len(order), np.int64)
     rename[order] = np.arange(len(order))
     return rename[best]
+
+
+def _distinct_centres(x: np.ndarray, labels: np.ndarray, k: int) -> bool:
+    centres = np.stack([x[labels == c].mean(axis=0) for c in range(k)])
+    centres /= np.maximum(np.linalg.norm(centres, axis=1, keepdims=True), 1e-12)
+    cosine = centres @ centres.T
+    return bool(cosine[np.triu_indices(k, 1)].max() <= MAX_CENTRE_COSINE)
 
 
 def _label(events: Events, population: Population, in_group: np.ndarray) -> list[str]:

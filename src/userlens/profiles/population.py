@@ -26,6 +26,16 @@ MAX_VALUE_SHARE = 0.5
 or a name (titles, ISBNs), not a category."""
 
 
+def as_polars(frame: Any) -> pl.DataFrame:
+    """A polars DataFrame from a polars or pandas one (pandas without needing pyarrow)."""
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    columns = getattr(frame, "columns", None)
+    if columns is None:
+        raise TypeError(f"expected a DataFrame or a list of item ids, got {type(frame).__name__}")
+    return pl.DataFrame({str(c): frame[c].tolist() for c in columns})
+
+
 def profile_fields(catalog: pl.DataFrame, wanted: list[str] | None = None) -> list[str]:
     """Catalogue columns that profiles report interests in: the ones named, else every
     string or list-of-strings column that looks categorical."""
@@ -154,8 +164,8 @@ class Population:
                     ) -> Population:
         """From a whole event log in a DataFrame (``user_id``, ``item_id``): popularity and
         co-occurrence vectors from those events, values from ``catalog`` (notebook use)."""
-        frame = events if isinstance(events, pl.DataFrame) else pl.from_pandas(events)
-        frame = frame.select(pl.col("user_id").cast(pl.String), pl.col("item_id").cast(pl.String))
+        frame = as_polars(events).select(pl.col("user_id").cast(pl.String),
+                                         pl.col("item_id").cast(pl.String))
         items = IdIndex(frame["item_id"].unique(maintain_order=True).to_list())
         users = frame["user_id"].unique(maintain_order=True).to_list()
         user_idx = IdIndex(users).indices_of(frame["user_id"].to_list())
@@ -187,7 +197,10 @@ def _aligned(catalog: pl.DataFrame | list[dict[str, Any]] | None, items: IdIndex
              ) -> pl.DataFrame | None:
     if catalog is None:
         return None
-    frame = catalog if isinstance(catalog, pl.DataFrame) else pl.DataFrame(catalog)
+    if isinstance(catalog, list):
+        frame = pl.DataFrame(catalog)
+    else:
+        frame = as_polars(catalog)
     if "item_id" not in frame.columns:
         if len(frame) != len(items):
             raise ValueError("a catalogue without an item_id column must have one row per item")

@@ -11,6 +11,8 @@ This module is the only owner of the layout::
                          and the event semantics the model was trained with
       results.json       the evaluation (metrics with intervals, timings, training log)
       per_user.npz       per-user metric values, for paired tests
+      item_vectors.npz   co-occurrence item vectors for profile clusters (models without
+                         item embeddings)
 
 It depends on ``models/`` and ``data/`` only: results reach it as plain data. Loading needs
 no training data.
@@ -34,7 +36,7 @@ import polars as pl
 
 from userlens.data.interactions import Dataset, IdIndex
 from userlens.data.semantics import EventSemantics
-from userlens.models.base import Recommender
+from userlens.models.base import Recommender, read_arrays
 from userlens.models.registry import load_model
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ CATALOG = "catalog.parquet"
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 PER_USER = "per_user.npz"
+ITEM_VECTORS = "item_vectors.npz"
 DERIVED_PREFIX = "ann-"
 """Files the service derives from the artefact (ANN index caches): not part of its version."""
 
@@ -71,8 +74,10 @@ def versions() -> dict[str, str]:
 def write(path: Path, model: Recommender, dataset: Dataset, *, manifest: dict[str, Any],
           semantics: EventSemantics, results: dict[str, Any] | None = None,
           per_user: dict[str, np.ndarray] | None = None,
-          evaluated_users: np.ndarray | None = None) -> Path:
-    """Write a fitted model with its id maps, catalogue, manifest and results."""
+          evaluated_users: np.ndarray | None = None,
+          item_vectors: np.ndarray | None = None) -> Path:
+    """Write a fitted model with its id maps, catalogue, manifest and results (and the
+    co-occurrence ``item_vectors`` profiles cluster in, for models without embeddings)."""
     path.mkdir(parents=True, exist_ok=True)
     model.save(path / MODEL_DIR)
     dataset.users.save(path / USERS)
@@ -81,6 +86,8 @@ def write(path: Path, model: Recommender, dataset: Dataset, *, manifest: dict[st
         dataset.catalog.frame.write_parquet(path / CATALOG)
     if per_user is not None:
         np.savez(path / PER_USER, users=evaluated_users, **per_user)
+    if item_vectors is not None:
+        np.savez(path / ITEM_VECTORS, vectors=np.asarray(item_vectors, np.float32))
     full = {"model": model.name, **manifest,
             "event_semantics": semantics.model_dump(),
             "versions": versions(), "created_unix": int(time.time())}
@@ -101,6 +108,8 @@ class Artefact:
     manifest: dict[str, Any]
     semantics: EventSemantics
     version: str
+    item_vectors: np.ndarray | None = None
+    """Co-occurrence item vectors (``item_vectors.npz``), when the artefact has them."""
 
     @property
     def label(self) -> str:
@@ -189,8 +198,16 @@ def read(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artefact:
         if catalog.height != len(items):
             raise ArtefactError(f"{path}: {CATALOG} has {catalog.height} rows, {ITEMS} "
                                 f"{len(items)}")
+    vectors = None
+    if (path / ITEM_VECTORS).is_file():
+        try:
+            vectors = read_arrays(path / ITEM_VECTORS, {"vectors": ((len(items), None),
+                                                                    "float32")},
+                                  max_bytes=max_bytes)["vectors"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+            raise ArtefactError(f"{path}: {ITEM_VECTORS} cannot be read: {error}") from error
     return Artefact(path=path, model=model, items=items, catalog=catalog, manifest=manifest,
-                    semantics=semantics, version=version(path))
+                    semantics=semantics, version=version(path), item_vectors=vectors)
 
 
 def read_evaluation(path: str | Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:

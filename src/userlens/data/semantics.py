@@ -54,14 +54,19 @@ class EventSemantics(BaseModel, frozen=True, extra="forbid",
         """
         if not self.uses_types():
             return [item for item, _ in events], [1.0] * len(events)
+        positions, weights = self.kept(events)
+        return [events[p][0] for p in positions], weights
+
+    def kept(self, events: list[tuple[str, str | None]]) -> tuple[list[int], list[float]]:
+        """Positions of the events :meth:`apply` keeps, and their weights."""
         last_negative: dict[str, int] = {}
         for position, (item, event_type) in enumerate(events):
             if self.is_negative(event_type):
                 last_negative[item] = position
-        items, weights = [], []
+        positions, weights = [], []
         for position, (item, event_type) in enumerate(events):
             if self.is_negative(event_type) or position < last_negative.get(item, -1):
                 continue
-            items.append(item)
+            positions.append(position)
             weights.append(self.weight(event_type))
-        return items, weights
+        return positions, weights

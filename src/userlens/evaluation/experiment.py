@@ -19,6 +19,7 @@ from pathlib import Path
 
 from userlens import artefact
 from userlens.config import ExperimentConfig, ModelEntry
+from userlens.data.cooccurrence import cooccurrence_vectors
 from userlens.data.datasets import DEFAULT_DATA_HOME
 from userlens.data.interactions import Dataset
 from userlens.data.splits import Split
@@ -163,5 +164,10 @@ def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfi
     }
     semantics = config.data.semantics(dataset.interactions.event_types
                                       if config.data.columns.event_type else None)
+    # profiles cluster a user's items in the model's embeddings; other models get vectors
+    # from the training data's co-occurrence (a truncated SVD, under a second on ML-1M)
+    vectors = (None if model.can(Capability.EMBEDDINGS)
+               else cooccurrence_vectors(split.train, seed=config.seed))
     artefact.write(path, model, dataset, manifest=manifest, semantics=semantics,
-                   results=results, per_user=result.per_user, evaluated_users=result.users)
+                   results=results, per_user=result.per_user, evaluated_users=result.users,
+                   item_vectors=vectors)

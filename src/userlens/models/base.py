@@ -116,6 +116,11 @@ class Capability(StrEnum):
     EPOCHS = "epochs"
     """``fit`` reports each epoch to the callback given to ``on_epoch`` and keeps a log
     (``training_log()``)."""
+    ITEM_WEIGHTS = "item_weights"
+    """``item_weights(history_items, targets)``: each distinct history item's exact
+    contribution to each target's score (item-item models; the scores are their sums)."""
+    ORDER = "order"
+    """Scores depend on the order of the history (sequence models), not only on its set."""
 
 
 ArraySpec = tuple[tuple[int | None, ...], str]
@@ -222,6 +227,12 @@ class Recommender(ABC):
     def item_vectors(self) -> np.ndarray:
         """(n_items, d) float32 item vectors for inner-product search."""
         raise NotImplementedError(f"{self.name} declares no embeddings")
+
+    def item_weights(self, history_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(len(history_items), len(targets)) float32: how much each (distinct) history item
+        adds to each target's score; a binary history's score is the column sum
+        (``Capability.ITEM_WEIGHTS`` models only)."""
+        raise NotImplementedError(f"{self.name} declares no item weights")
 
     def popularity(self) -> np.ndarray:
         """(n_items,) training event counts (the fallback's order)."""

@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, Field
 
 from userlens.data.interactions import Histories, Interactions
-from userlens.models.base import ArraySpec, Recommender
+from userlens.models.base import ArraySpec, Capability, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,7 @@ class ItemKNN(Recommender):
 
     name = "itemknn"
     config_class = ItemKNNConfig
+    capabilities = frozenset({Capability.ITEM_WEIGHTS})
 
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
@@ -103,6 +104,9 @@ class ItemKNN(Recommender):
 
     def _score(self, histories: Histories) -> np.ndarray:
         return np.asarray((histories.to_csr() @ self.similarity_).todense())
+
+    def item_weights(self, history_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return self.similarity_[history_items][:, targets].toarray().astype(np.float32)
 
     def _state(self) -> dict[str, np.ndarray]:
         s = self.similarity_
@@ -153,6 +157,7 @@ class EASE(Recommender):
 
     name = "ease"
     config_class = EASEConfig
+    capabilities = frozenset({Capability.ITEM_WEIGHTS})
 
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
@@ -175,6 +180,9 @@ class EASE(Recommender):
 
     def _score(self, histories: Histories) -> np.ndarray:
         return histories.to_csr() @ self.weights_
+
+    def item_weights(self, history_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        return self.weights_[np.ix_(history_items, targets)]
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"weights_": self.weights_}

@@ -91,7 +91,7 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
     Returns:
         The profile with the template summary (see ``userlens.profiles.llm`` for the LLM one).
     """
-    controls = controls or Controls()
+    controls = Controls() if controls is None else controls
     events = events_of(history, population, has_time=has_time)
     found = _flag(interests(events, population, max_per_field=max_interests_per_field,
                             max_evidence=max_evidence), controls)

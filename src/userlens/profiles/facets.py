@@ -58,9 +58,9 @@ def mix(events: Events, f: FieldValues, mask: np.ndarray | None = None) -> np.nd
     known = events.index >= 0
     if mask is not None:
         known &= mask
-    rows = f.membership[events.index[known]]
-    per = np.maximum(np.asarray(rows.sum(axis=1)).ravel(), 1)
-    return np.asarray(rows.T @ (events.weight[known] / per)).ravel()
+    rows = f.rows(events.index[known])
+    per = np.maximum(rows.sum(axis=1), 1)
+    return rows.T @ (events.weight[known] / per)
 
 
 def interests(events: Events, population: Population, *, max_per_field: int = 10,
@@ -77,12 +77,12 @@ def interests(events: Events, population: Population, *, max_per_field: int = 10
     for f in population.fields:
         if len(known) == 0:
             break
-        rows = f.membership[events.index[known]].tocsc()  # (known events, values)
-        counts = np.asarray(rows.T @ events.weight[known]).ravel()
+        rows = f.rows(events.index[known])  # (known events, values)
+        counts = rows.T @ events.weight[known]
         for j in np.argsort(-counts, kind="stable")[:max_per_field]:
             if counts[j] <= 0:
                 break
-            positions = known[rows.indices[rows.indptr[j]:rows.indptr[j + 1]]]
+            positions = known[np.flatnonzero(rows[:, j])]
             found.append(_interest(events, f, int(j), positions, float(counts[j]), total,
                                    recent, recent_total, max_evidence))
     found.sort(key=lambda i: (-i.share, -i.lift, i.field, i.value))

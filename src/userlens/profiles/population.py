@@ -14,12 +14,16 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from userlens.data.cooccurrence import cooccurrence_vectors
 from userlens.data.interactions import IdIndex, Interactions
 from userlens.models.base import Capability, Recommender
 
 NOT_INTERESTS = frozenset({"item_id", "title", "text", "description", "name", "url", "image",
                            "imurl", "price", "year", "timestamp"})
 """Catalogue columns that describe an item but are not interests."""
+
+DENSE_MAX = 20_000_000
+"""Fields whose items x values matrix has at most this many cells are kept dense too."""
 
 MAX_VALUE_SHARE = 0.5
 """A string column with more distinct values than this share of the items is an identifier
@@ -79,8 +83,18 @@ class FieldValues:
     """(n_values,) the same events' distribution over values (each event split evenly over
     its item's values; sums to 1): what distributions such as drift and diversity use."""
 
-    def index(self) -> dict[str, int]:
-        return {value: j for j, value in enumerate(self.values)}
+    dense: np.ndarray | None = None
+    """The membership as a dense array when it is small (fast row lookups per user)."""
+
+    def __post_init__(self) -> None:
+        if self.dense is None and self.membership.shape[0] * self.membership.shape[1] <= DENSE_MAX:
+            self.dense = self.membership.toarray()
+
+    def rows(self, index: np.ndarray) -> np.ndarray:
+        """(len(index), n_values) membership of the given items, dense."""
+        if self.dense is not None:
+            return self.dense[index]
+        return self.membership[index].toarray()
 
 
 @dataclass
@@ -223,22 +237,3 @@ def _field(name: str, per_item: list[list[str]], popularity: np.ndarray) -> Fiel
     mix = membership.T @ (popularity / per_value)
     mix = mix / mix.sum() if mix.sum() > 0 else mix
     return FieldValues(name, values, membership, np.asarray(share), np.asarray(mix))
-
-
-def cooccurrence_vectors(train: Interactions, dim: int = 32, seed: int = 0) -> np.ndarray:
-    """(n_items, dim) item vectors from the item co-occurrence structure: a truncated SVD of
-    the binary user-item matrix with columns scaled by 1/sqrt(popularity), so items that
-    the same users consume point the same way (used for clusters when the model has no
-    embeddings)."""
-    from scipy.sparse.linalg import svds
-
-    matrix = train.to_csr().astype(np.float64)
-    counts = np.asarray(matrix.sum(axis=0)).ravel()
-    matrix = matrix @ sp.diags(1.0 / np.sqrt(np.maximum(counts, 1)))
-    k = int(min(dim, min(matrix.shape) - 1))
-    if k < 1:
-        return np.zeros((train.n_items, 1), np.float32)
-    rng = np.random.default_rng(seed)
-    _, s, vt = svds(matrix, k=k, v0=rng.standard_normal(min(matrix.shape)),
-                    random_state=seed)
-    return (vt.T * s).astype(np.float32)

@@ -119,6 +119,9 @@ class Summary(_Fact):
     """``template`` (deterministic, faithful by construction) or ``llm`` (checked)."""
     model: str | None = None
     """The language model that wrote it (llm only)."""
+    pending: bool = False
+    """An LLM summary was asked for and is being written; this is the template meanwhile
+    (ask again)."""
 
 
 class ControlsOut(_Fact):

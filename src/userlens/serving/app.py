@@ -29,7 +29,8 @@ from userlens import __version__
 from userlens.serving.deps import SECURITY_SCHEMES
 from userlens.serving.engine import Engine
 from userlens.serving.observability import Measure
-from userlens.serving.routes import admin, events, items, recommendations, users
+from userlens.serving.profiles import Profiles
+from userlens.serving.routes import admin, events, items, profiles, recommendations, users
 from userlens.serving.schemas import ErrorOut
 from userlens.serving.server import BodyLimit
 from userlens.serving.service import Service
@@ -90,6 +91,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
                               "at once.",
                   responses={413: {"model": ErrorOut, "description": "body too large"}})
     app.state.service = service
+    app.state.profiles = Profiles(service)
 
     @app.exception_handler(RequestValidationError)
     def invalid_request(_request: Request, error: RequestValidationError) -> JSONResponse:
@@ -104,6 +106,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
     app.include_router(events.router)
     app.include_router(recommendations.build(settings))
     app.include_router(users.router)
+    app.include_router(profiles.router)
     app.include_router(items.router)
     app.include_router(admin.router)
     _document_security(app)

@@ -22,6 +22,7 @@ from userlens.artefact import ArtefactError
 from userlens.data.interactions import Histories, IdIndex
 from userlens.data.semantics import EventSemantics
 from userlens.models.base import Capability, Recommender
+from userlens.profiles.population import Population
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,11 @@ class Engine:
     semantics: EventSemantics = field(default_factory=EventSemantics)
     ann: Any = None
     ann_oversample: int = 4
+    item_vectors: np.ndarray | None = None
+    """Co-occurrence item vectors from the artefact (profile clusters, models without
+    embeddings)."""
     _masks: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _population: Population | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, *, max_history: int = 1000,
@@ -112,7 +117,8 @@ class Engine:
         engine = cls(model=model, items=loaded.items,
                      catalog=loaded.catalog.to_dicts() if loaded.catalog is not None else None,
                      version=loaded.version, path=Path(path),
-                     max_history=int(min(window, max_history)), semantics=loaded.semantics)
+                     max_history=int(min(window, max_history)), semantics=loaded.semantics,
+                     item_vectors=loaded.item_vectors)
         engine.check()
         if len(loaded.items) >= ann_min_items and model.can(Capability.EMBEDDINGS):
             engine.ann = build_ann(model.item_vectors(), Path(path), kind=ann_kind,
@@ -169,7 +175,7 @@ class Engine:
         if mask is None:
             ids = self.items.ids
             mask = np.fromiter(
-                (where.matches(stored_fields.get(item_id) or self._catalog_fields(i))
+                (where.matches(stored_fields.get(item_id) or self.catalog_fields(i))
                  for i, item_id in enumerate(ids.tolist())), dtype=bool, count=len(ids))
             self._masks[key] = mask
             while len(self._masks) > 64:
@@ -178,7 +184,15 @@ class Engine:
             self._masks.move_to_end(key)
         return mask
 
-    def _catalog_fields(self, index: int) -> dict[str, Any] | None:
+    @property
+    def population(self) -> Population:
+        """What profiles compare a user with (built on first use, then kept)."""
+        if self._population is None:
+            self._population = Population.from_model(
+                self.model, self.items, self.catalog, cooccurrence=self.item_vectors)
+        return self._population
+
+    def catalog_fields(self, index: int) -> dict[str, Any] | None:
         return self.catalog[index] if self.catalog is not None else None
 
     # ------------------------------------------------------------------ queries

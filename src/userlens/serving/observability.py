@@ -30,6 +30,10 @@ class Metrics:
         self.fallbacks = Counter("userlens_fallback_recommendations",
                                  "recommendation lists served entirely by the fallback",
                                  registry=self.registry)
+        self.summaries = Counter("userlens_llm_summaries",
+                                 "LLM profile summaries by outcome (accepted, rejected: "
+                                 "unfaithful, replaced by the template; failed: no reply)",
+                                 ["outcome"], registry=self.registry)
         self.model = Gauge("userlens_model_info", "served model (value 1)",
                            ["name", "version"], registry=self.registry,
                            multiprocess_mode="liveall")

@@ -120,10 +120,22 @@ class EventsOut(BaseModel):
 Source = Literal["model", "ann", "trending", "popular", "new", "unknown"]
 
 
+class Reason(BaseModel):
+    item_id: str = Field(description="a history item that drove the recommendation")
+    weight: float = Field(description="its contribution: exact for item-item models (EASE, "
+                                      "ItemKNN), cosine similarity for factor models, the "
+                                      "score drop when it is removed for sequence models")
+
+
 class ScoredItem(BaseModel):
     item_id: str
     score: float | None = Field(description="model score, or event count for fallbacks")
     source: Source
+    because: list[Reason] | None = Field(
+        default=None, description="explain=true only: the history events that drove it")
+    interest: str | None = Field(
+        default=None, description="explain=true only: the profile interest (FIELD:VALUE) "
+                                  "it serves, if any")
 
 
 class ModelInfo(BaseModel):

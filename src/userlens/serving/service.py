@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from userlens.profiles.controls import Controls
 from userlens.serving.engine import ArtefactError, Engine, Filter, Scored
 from userlens.serving.observability import Metrics
 from userlens.serving.settings import KeyRing, ServeSettings
@@ -153,9 +154,11 @@ class Service:
 
     # --------------------------------------------------------------- recommendations
 
-    async def filter_mask(self, expressions: list[str]) -> tuple[Filter, np.ndarray | None]:
-        """The parsed filter and its mask over the model's items. A mask not cached yet is
-        built in the thread pool (one pass over the catalogue), never on the event loop.
+    async def filter_mask(self, expressions: list[str], controls: Controls | None = None
+                          ) -> tuple[Filter, np.ndarray | None]:
+        """The parsed filter and its mask over the model's items, with the user's muted
+        values and items removed. A mask not cached yet is built in the thread pool (one
+        pass over the catalogue), never on the event loop.
 
         Raises:
             InvalidFilter: a malformed filter expression.
@@ -164,48 +167,88 @@ class Service:
             where = Filter.parse(expressions)
         except ValueError as error:
             raise InvalidFilter(str(error)) from error
-        if not where:
-            return where, None
+        mask = await self._mask(where) if where else None
+        if controls is not None and controls.mute:
+            mask = np.ones(self.engine.n_items, bool) if mask is None else mask.copy()
+            for condition in controls.muted_values():
+                mask &= ~await self._mask(Filter((condition,)))
+            index = self.engine.items.indices_of(sorted(controls.muted_items()))
+            mask[index[index >= 0]] = False
+        return where, mask
+
+    async def _mask(self, where: Filter) -> np.ndarray:
         engine = self.engine
         fields, stamp = self.stored_fields()
         mask = engine.cached_mask(where, stamp)
         if mask is None:
             mask = await run_in_threadpool(engine.allowed, where, fields, stamp)
-        return where, mask
+        return mask
+
+    def controls(self, user_id: str) -> Controls:
+        """The user's stored steering controls (one primary-key read)."""
+        return Controls.from_json(self.storage.controls(user_id))
 
     def recommend(self, history: list[str], k: int, exclude_seen: bool,
                   where: Filter = NO_FILTER, allowed: np.ndarray | None = None,
                   weights: list[float] | None = None, seen: list[str] | None = None,
-                  ) -> tuple[list[Scored], int, bool]:
+                  controls: Controls | None = None) -> tuple[list[Scored], int, bool]:
         """Model items first, then fallback items until k; (items, skipped, fallback only).
-        ``where`` and ``allowed`` come from :meth:`filter_mask`."""
+        ``where`` and ``allowed`` come from :meth:`filter_mask` (which removes muted items
+        from ``allowed``); ``controls`` also keep muted items out of the fallbacks, and their
+        boosts divide each candidate's rank by the factor before the top k are taken."""
         engine = self.engine
         seen = history if seen is None else seen
+        boosting = controls is not None and bool(controls.boost)
+        want = min(k * int(np.ceil(controls.max_boost())), k + 1000) if boosting else k
         items, skipped, personalised = engine.recommend(
-            history, k, exclude_seen=exclude_seen, allowed=allowed, weights=weights, seen=seen)
-        if len(items) < k:
-            items += self.fallback(engine, k - len(items), seen if exclude_seen else [],
-                                   {s.item_id for s in items}, where, allowed)
+            history, want, exclude_seen=exclude_seen, allowed=allowed, weights=weights,
+            seen=seen)
+        if len(items) < want:
+            items += self.fallback(engine, want - len(items), seen if exclude_seen else [],
+                                   {s.item_id for s in items}, where, allowed, controls)
+        if boosting:
+            items = self._boosted(items, controls)[:k]
         if not personalised:
             self.metrics.fallbacks.inc()
         return items, skipped, not personalised
 
+    def _boosted(self, items: list[Scored], controls: Controls) -> list[Scored]:
+        """Candidates reordered by rank / boost factor (ties keep the model's order)."""
+        engine, fields = self.engine, self.stored_fields()[0]
+        boosts = [(Filter((condition,)), factor) for condition, factor
+                  in controls.boosted_values()]
+
+        def factor(item_id: str) -> float:
+            index = engine.items.index_of(item_id)
+            found = fields.get(item_id) or (engine.catalog_fields(index)
+                                            if index is not None else None)
+            return max((f for where, f in boosts if where.matches(found)), default=1.0)
+
+        keyed = [((rank + 1) / factor(s.item_id), rank, s) for rank, s in enumerate(items)]
+        return [s for _, _, s in sorted(keyed, key=lambda t: (t[0], t[1]))]
+
     def fallback(self, engine: Engine, k: int, seen: list[str], taken: set[str],
-                 where: Filter, allowed) -> list[Scored]:
+                 where: Filter, allowed, controls: Controls | None = None) -> list[Scored]:
         """Trending items (recent events), then training popularity, then new catalogue items."""
         skip = set(seen) | taken
         out: list[Scored] = []
         fields = self.stored_fields()[0]
+        muted = ([Filter((condition,)) for condition in controls.muted_values()]
+                 if controls is not None and controls.mute else [])
+        if controls is not None and controls.mute:
+            skip |= controls.muted_items()
 
         def admit(item_id: str) -> bool:
             if item_id in skip:
                 return False
-            if where:
-                index = engine.items.index_of(item_id)
-                ok = (bool(allowed[index]) if index is not None
-                      else where.matches(fields.get(item_id)))
-                if not ok:
+            index = engine.items.index_of(item_id)
+            if allowed is not None and index is not None:
+                if not allowed[index]:
                     return False
+            elif where and not where.matches(fields.get(item_id)):
+                return False
+            if muted and index is None and any(m.matches(fields.get(item_id)) for m in muted):
+                return False
             skip.add(item_id)
             return True
 

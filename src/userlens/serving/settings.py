@@ -96,6 +96,16 @@ class ServeSettings(BaseSettings):
     torch_threads: int = Field(default=1, gt=0)
     reload_poll_seconds: float = Field(default=2.0, gt=0)
     """How often each worker checks whether another one reloaded the artefact."""
+    max_profile_events: int = Field(default=10_000, gt=0)
+    """Newest events a profile is built from."""
+    llm_base_url: str | None = None
+    """OpenAI-compatible endpoint for ``?summary=llm`` (``USERLENS_LLM_BASE_URL``); unset:
+    the embedded SmolLM2 model, started on the first such request."""
+    llm_model: str | None = None
+    llm_api_key_env: str | None = None
+    """Name of the environment variable with the endpoint's key."""
+    item_noun: str = "item"
+    """What the items are, for LLM prompts ("movie", "product")."""
 
     def database_url(self) -> str:
         if self.db:

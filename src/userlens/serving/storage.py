@@ -20,7 +20,16 @@ from alembic.config import Config as AlembicConfig
 from sqlalchemy import and_, create_engine, delete, event, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from userlens.serving.tables import erased_events, events, items, metadata, service_state, users
+from userlens.serving.tables import (
+    erased_events,
+    events,
+    items,
+    metadata,
+    profile_summaries,
+    service_state,
+    user_controls,
+    users,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,22 +171,83 @@ class Storage:
         return len(records)
 
     def erase_user(self, user_id: str) -> dict[str, int]:
-        """Delete every stored row of a user; returns the rows removed per table.
+        """Delete every stored row of a user (events, controls, cached summaries); returns
+        the rows removed per table.
 
         The ids of the erased events are kept as tombstones (the id only), so a client that
         retries an old POST does not bring them back."""
         with self._write_lock, self.engine.begin() as connection:
-            ids = connection.execute(select(events.c.event_id).where(
-                events.c.user_id == user_id, events.c.event_id.is_not(None))).scalars().all()
-            stamp = now_ms()
-            for start in range(0, len(ids), 1000):
-                connection.execute(
-                    self._insert(erased_events).on_conflict_do_nothing(
-                        index_elements=["event_id"]),
-                    [{"event_id": i, "erased_ms": stamp} for i in ids[start:start + 1000]])
-            n_events = connection.execute(delete(events).where(events.c.user_id == user_id))
+            n_events = self._delete_events(connection, events.c.user_id == user_id)
             n_users = connection.execute(delete(users).where(users.c.user_id == user_id))
-        return {"events": n_events.rowcount, "users": n_users.rowcount}
+            n_controls = connection.execute(
+                delete(user_controls).where(user_controls.c.user_id == user_id))
+            n_summaries = connection.execute(
+                delete(profile_summaries).where(profile_summaries.c.user_id == user_id))
+        return {"events": n_events, "users": n_users.rowcount,
+                "controls": n_controls.rowcount, "summaries": n_summaries.rowcount}
+
+    def _delete_events(self, connection, where) -> int:
+        """Delete events, keeping their ids as tombstones (in the caller's transaction)."""
+        ids = connection.execute(select(events.c.event_id).where(
+            where, events.c.event_id.is_not(None))).scalars().all()
+        stamp = now_ms()
+        for start in range(0, len(ids), 1000):
+            connection.execute(
+                self._insert(erased_events).on_conflict_do_nothing(index_elements=["event_id"]),
+                [{"event_id": i, "erased_ms": stamp} for i in ids[start:start + 1000]])
+        return connection.execute(delete(events).where(where)).rowcount
+
+    def forget_items(self, user_id: str, item_ids: list[str], controls: dict[str, Any]
+                     ) -> int:
+        """Delete the user's events on these items (ids kept as tombstones) and store the
+        controls, in one transaction; returns the events removed."""
+        with self._write_lock, self.engine.begin() as connection:
+            removed = 0
+            for start in range(0, len(item_ids), 500):
+                removed += self._delete_events(connection, and_(
+                    events.c.user_id == user_id,
+                    events.c.item_id.in_(item_ids[start:start + 500])))
+            controls = {**controls, "forgotten": controls.get("forgotten", 0) + removed}
+            self._put_controls(connection, user_id, controls)
+        return removed
+
+    # ------------------------------------------------------------------ profiles
+
+    def controls(self, user_id: str) -> dict[str, Any] | None:
+        """The user's stored controls (one primary-key read), or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(user_controls.c.controls).where(
+                user_controls.c.user_id == user_id)).scalar()
+
+    def set_controls(self, user_id: str, controls: dict[str, Any]) -> None:
+        with self._write_lock, self.engine.begin() as connection:
+            self._put_controls(connection, user_id, controls)
+
+    def _put_controls(self, connection, user_id: str, controls: dict[str, Any]) -> None:
+        stmt = self._insert(user_controls).values(user_id=user_id, controls=controls,
+                                                  updated_ms=now_ms())
+        connection.execute(stmt.on_conflict_do_update(
+            index_elements=["user_id"],
+            set_={"controls": stmt.excluded.controls, "updated_ms": stmt.excluded.updated_ms}))
+
+    def summary(self, user_id: str, version: str) -> dict[str, Any] | None:
+        with self.engine.connect() as connection:
+            row = connection.execute(select(
+                profile_summaries.c.text, profile_summaries.c.source, profile_summaries.c.model
+            ).where(profile_summaries.c.user_id == user_id,
+                    profile_summaries.c.version == version)).first()
+        return None if row is None else {"text": row[0], "source": row[1], "model": row[2]}
+
+    def put_summary(self, user_id: str, version: str, text: str, source: str,
+                    model: str | None) -> None:
+        """Cache a summary for one profile version (older versions of the user are dropped)."""
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(delete(profile_summaries).where(
+                profile_summaries.c.user_id == user_id, profile_summaries.c.version != version))
+            connection.execute(self._insert(profile_summaries).values(
+                user_id=user_id, version=version, text=text, source=source, model=model,
+                created_ms=now_ms()).on_conflict_do_nothing(
+                    index_elements=["user_id", "version"]))
 
     # ------------------------------------------------------------------ reads
 

@@ -75,3 +75,26 @@ erased_events = Table(
 )
 """Event ids of erased users: a retried POST of one of them is a duplicate, not new data.
 Only the id is kept (no user, item or time)."""
+
+
+user_controls = Table(
+    "user_controls",
+    metadata,
+    Column("user_id", String(ID_LENGTH), primary_key=True),
+    Column("controls", JSON, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+)
+"""A user's steering controls (mute, boost, forgotten count); erased with the user."""
+
+profile_summaries = Table(
+    "profile_summaries",
+    metadata,
+    Column("user_id", String(ID_LENGTH), primary_key=True),
+    Column("version", String(64), primary_key=True),
+    Column("text", String, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("model", String(256), nullable=True),
+    Column("created_ms", BigInteger, nullable=False),
+)
+"""Cached LLM summaries per profile version (a rejected draft is cached as the template, so
+it is not generated again); erased with the user."""

@@ -67,7 +67,7 @@ class SequentialRecommender(Recommender):
     """
 
     config: SequentialConfig
-    capabilities = frozenset({Capability.EMBEDDINGS, Capability.DISTRIBUTED,
+    capabilities = frozenset({Capability.EMBEDDINGS, Capability.ORDER, Capability.DISTRIBUTED,
                               Capability.EPOCHS})
 
     def __init__(self, config: SequentialConfig | None = None) -> None:

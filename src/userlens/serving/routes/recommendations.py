@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import StringConstraints
+from starlette.concurrency import run_in_threadpool
 
 from userlens.serving.deps import (
     AUTH_RESPONSES,
@@ -26,6 +27,7 @@ from userlens.serving.schemas import (
     ModelInfo,
     RankIn,
     RankOut,
+    Reason,
     RecommendationsOut,
     ScoredItem,
     SimilarOut,
@@ -56,21 +58,34 @@ def build(settings: ServeSettings) -> APIRouter:
     async def user_recommendations(request: Request, user_id: UserPathId,
                              k: Annotated[int, k_query] = 10, exclude_seen: bool = True,
                              filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
+                             explain: Annotated[bool, Query(description=(
+                                 "add `because` (history events that drove each item) and "
+                                 "`interest` (the profile interest it serves)"))] = False,
                              ) -> RecommendationsOut:
         """Recommendations from the user's stored history, including events just posted
-        (with the event semantics the model was trained with)."""
+        (with the event semantics the model was trained with) and with the user's steering
+        controls (muted values and items never appear; boosts reorder)."""
         service = service_of(request)
         user_id = path_id(user_id, "user_id")
         engine = service.engine
+        controls = service.controls(user_id)  # one primary-key read
         try:
-            where, allowed = await service.filter_mask(filter or [])
+            where, allowed = await service.filter_mask(filter or [], controls)
         except InvalidFilter as error:
             raise invalid(("query", "filter"), str(error)) from error
         history = service.user_history(user_id)  # one indexed read, at most max_history rows
         items, skipped, fallback = service.recommend(
             history.items, k, exclude_seen, where, allowed, weights=history.weights,
-            seen=history.seen)
-        return RecommendationsOut(user_id=user_id, items=scored(items), fallback=fallback,
+            seen=history.seen, controls=controls)
+        out = scored(items)
+        if explain:
+            reasons = await run_in_threadpool(request.app.state.profiles.explain,
+                                              history.items, history.weights, items)
+            out = [item.model_copy(update={
+                "because": [Reason(item_id=i, weight=w) for i, w in because],
+                "interest": interest}) for item, (because, interest) in zip(out, reasons,
+                                                                             strict=True)]
+        return RecommendationsOut(user_id=user_id, items=out, fallback=fallback,
                                   history_length=len(history.items),
                                   unknown_items_skipped=skipped, model=model_info(engine))
 

@@ -461,6 +461,16 @@ def datasets_fetch(name: str) -> None:
     out.print(f"{name}: {path}")
 
 
+def _register_profiles() -> None:
+    from userlens.cli.profiles import profile_command, profiles_app
+
+    app.command("profile")(profile_command)
+    app.add_typer(profiles_app, name="profiles")
+
+
+_register_profiles()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

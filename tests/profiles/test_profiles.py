@@ -149,7 +149,7 @@ def test_controls_flag_interests_and_patch_as_merge_patch():
     assert later.mute == controls.mute and dict(later.boost) == {"categories:Crime": 3.0}
     assert profile.version != profiles.build(["a1", "a2", "b1"], pop).version
     for bad in ({"mute": ["nocolon"]}, {"boost": {"categories:Action": 0}},
-                {"boost": {"item:a1": 2}}, {"forget": ["categories:Action"]}, {"unknown": 1}):
+                {"boost": {"item:a1": 11}}, {"forget": ["categories:Action"]}, {"unknown": 1}):
         with pytest.raises(ValueError):
             ControlsPatch.model_validate(bad)
 

@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 from userlens.profiles.types import ControlsOut
+
+KEY_PATTERN = r"^[^:\x00]*[^:\s\x00][^:\x00]*:[^\x00]*[^\s\x00][^\x00]*$"
+"""``field:value`` or ``item:ID``: a field and a value, each with a visible character."""
+ITEM_PATTERN = r"^\s*[Ii][Tt][Ee][Mm]\s*:[^\x00]*[^\s\x00][^\x00]*$"
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, max_length=600)]
+ItemKey = Annotated[str, StringConstraints(pattern=ITEM_PATTERN, max_length=600)]
+Factor = Annotated[float, Field(gt=0, le=10, allow_inf_nan=False)]
+BoostMap = Annotated[dict[Key, Factor | None], WithJsonSchema({
+    "type": "object", "maxProperties": 200,
+    "propertyNames": {"pattern": KEY_PATTERN, "maxLength": 600},
+    "additionalProperties": {"anyOf": [
+        {"type": "number", "exclusiveMinimum": 0, "maximum": 10}, {"type": "null"}]}})]
 
 MAX_BOOST = 10.0
 MAX_CONTROLS = 200
@@ -39,11 +58,12 @@ class ControlsPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    mute: list[str] | None = Field(default=None, max_length=MAX_CONTROLS)
+    mute: list[Key] | None = Field(default=None, max_length=MAX_CONTROLS)
     """Replaces the muted list: ``FIELD:VALUE`` (same syntax as filters) or ``item:ID``."""
-    boost: dict[str, float | None] | None = Field(default=None, max_length=MAX_CONTROLS)
-    """Merged into the boosts: ``FIELD:VALUE`` -> factor in (0, 10]; null removes it."""
-    forget: list[str] | None = Field(default=None, max_length=10_000)
+    boost: BoostMap | None = Field(default=None, max_length=MAX_CONTROLS)
+    """Merged into the boosts: ``FIELD:VALUE`` or ``item:ID`` -> factor in (0, 10]; null
+    removes it."""
+    forget: list[ItemKey] | None = Field(default=None, max_length=10_000)
     """``item:ID``: every stored event of the user on the item is deleted, now."""
 
     @field_validator("mute")
@@ -58,9 +78,7 @@ class ControlsPatch(BaseModel):
     @classmethod
     def _boost(cls, value: dict[str, float | None] | None) -> dict[str, float | None] | None:
         for key, factor in (value or {}).items():
-            field, _ = parse_key(key)
-            if field == "item":
-                raise ValueError(f"{key!r}: boost a catalogue value (field:value), not an item")
+            parse_key(key)
             if factor is not None and not (0 < factor <= MAX_BOOST and math.isfinite(factor)):
                 raise ValueError(f"boost {key!r}: factor {factor} is not in (0, {MAX_BOOST:g}]")
         return value
@@ -120,8 +138,14 @@ class Controls:
                 if name != "item"]
 
     def boosted_values(self) -> list[tuple[tuple[str, str], float]]:
+        """((field, lowercased value), factor) of the boosted catalogue values."""
         return [((name, value.lower()), factor)
-                for (name, value), factor in ((parse_key(k), f) for k, f in self.boost)]
+                for (name, value), factor in ((parse_key(k), f) for k, f in self.boost)
+                if name != "item"]
+
+    def boosted_items(self) -> dict[str, float]:
+        return {value: factor for (name, value), factor in
+                ((parse_key(k), f) for k, f in self.boost) if name == "item"}
 
     def max_boost(self) -> float:
         return max((f for _, f in self.boost), default=1.0)

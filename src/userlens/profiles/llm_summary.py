@@ -52,6 +52,8 @@ class Written:
     check: Check
     draft: str
     seconds: float
+    attempts: int = 1
+    """Drafts asked for (the last one is ``draft``)."""
 
     @property
     def rejected(self) -> bool:
@@ -79,9 +81,9 @@ def summarise(profile: Profile, population: Population, client: ChatClient, *,
             verdict = Check(["names none of the top interests"])
         if verdict.faithful:
             return Written(Summary(text=draft, source="llm", model=client.model), verdict,
-                           draft, time.perf_counter() - started)
+                           draft, time.perf_counter() - started, seed + 1)
         logger.info("LLM summary rejected (%s): %r", ", ".join(verdict.unsupported), draft)
-    return Written(profile.summary, verdict, draft, time.perf_counter() - started)
+    return Written(profile.summary, verdict, draft, time.perf_counter() - started, attempts)
 
 
 def mentions_interest(text: str, profile: Profile) -> bool:

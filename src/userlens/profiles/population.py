@@ -90,6 +90,10 @@ class FieldValues:
         if self.dense is None and self.membership.shape[0] * self.membership.shape[1] <= DENSE_MAX:
             self.dense = self.membership.toarray()
 
+    def index(self) -> dict[str, int]:
+        """Value -> column."""
+        return {value: j for j, value in enumerate(self.values)}
+
     def rows(self, index: np.ndarray) -> np.ndarray:
         """(len(index), n_values) membership of the given items, dense."""
         if self.dense is not None:

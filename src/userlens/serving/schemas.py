@@ -131,8 +131,14 @@ class ScoredItem(BaseModel):
     item_id: str
     score: float | None = Field(description="model score, or event count for fallbacks")
     source: Source
+
+
+class RecommendedItem(ScoredItem):
+    """A recommended item; ``because`` and ``interest`` only with ``explain=true``."""
+
     because: list[Reason] | None = Field(
-        default=None, description="explain=true only: the history events that drove it")
+        default=None, description="explain=true only: the history events that drove it, "
+                                  "strongest first")
     interest: str | None = Field(
         default=None, description="explain=true only: the profile interest (FIELD:VALUE) "
                                   "it serves, if any")
@@ -145,7 +151,7 @@ class ModelInfo(BaseModel):
 
 class RecommendationsOut(BaseModel):
     user_id: str | None
-    items: list[ScoredItem]
+    items: list[RecommendedItem]
     fallback: bool = Field(description="true when the model could not personalise "
                                        "(unknown user, empty history) and all items are fallback")
     history_length: int

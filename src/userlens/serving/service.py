@@ -217,12 +217,14 @@ class Service:
         engine, fields = self.engine, self.stored_fields()[0]
         boosts = [(Filter((condition,)), factor) for condition, factor
                   in controls.boosted_values()]
+        items_boosted = controls.boosted_items()
 
         def factor(item_id: str) -> float:
             index = engine.items.index_of(item_id)
             found = fields.get(item_id) or (engine.catalog_fields(index)
                                             if index is not None else None)
-            return max((f for where, f in boosts if where.matches(found)), default=1.0)
+            return max([f for where, f in boosts if where.matches(found)]
+                       + [items_boosted.get(item_id, 1.0)])
 
         keyed = [((rank + 1) / factor(s.item_id), rank, s) for rank, s in enumerate(items)]
         return [s for _, _, s in sorted(keyed, key=lambda t: (t[0], t[1]))]

@@ -29,6 +29,7 @@ from userlens.serving.schemas import (
     RankOut,
     Reason,
     RecommendationsOut,
+    RecommendedItem,
     ScoredItem,
     SimilarOut,
 )
@@ -43,6 +44,12 @@ def scored(items: list[Scored]) -> list[ScoredItem]:
     return [ScoredItem(item_id=s.item_id, score=s.score, source=s.source) for s in items]
 
 
+def recommended(items: list[Scored]) -> list[RecommendedItem]:
+    """Items whose ``because``/``interest`` stay unset, so the routes' ``exclude_unset``
+    leaves them out unless ``explain`` set them."""
+    return [RecommendedItem(item_id=s.item_id, score=s.score, source=s.source) for s in items]
+
+
 def model_info(engine: Engine) -> ModelInfo:
     return ModelInfo(name=engine.model.name, version=engine.version)
 
@@ -54,7 +61,8 @@ def build(settings: ServeSettings) -> APIRouter:
                          description="field:value, repeatable, e.g. genre:Comedy")
 
     @router.get("/users/{user_id}/recommendations", response_model=RecommendationsOut,
-                dependencies=[require("read")], responses=AUTH_RESPONSES)
+                response_model_exclude_unset=True, dependencies=[require("read")],
+                responses=AUTH_RESPONSES)
     async def user_recommendations(request: Request, user_id: UserPathId,
                              k: Annotated[int, k_query] = 10, exclude_seen: bool = True,
                              filter: Annotated[list[FilterText] | None, filter_query] = None,  # noqa: A002
@@ -77,7 +85,7 @@ def build(settings: ServeSettings) -> APIRouter:
         items, skipped, fallback = service.recommend(
             history.items, k, exclude_seen, where, allowed, weights=history.weights,
             seen=history.seen, controls=controls)
-        out = scored(items)
+        out = recommended(items)
         if explain:
             reasons = await run_in_threadpool(request.app.state.profiles.explain,
                                               history.items, history.weights, items)
@@ -89,7 +97,8 @@ def build(settings: ServeSettings) -> APIRouter:
                                   history_length=len(history.items),
                                   unknown_items_skipped=skipped, model=model_info(engine))
 
-    @router.post("/recommendations", response_model=RecommendationsOut)
+    @router.post("/recommendations", response_model=RecommendationsOut,
+                 response_model_exclude_unset=True)
     async def session_recommendations(body: HistoryIn, request: Request
                                       ) -> RecommendationsOut:
         """Recommendations for an ad-hoc history (an anonymous session), oldest first."""
@@ -102,7 +111,7 @@ def build(settings: ServeSettings) -> APIRouter:
             raise invalid(("body", "filter"), str(error)) from error
         items, skipped, fallback = service.recommend(
             history, min(body.k, settings.max_k), body.exclude_seen, where, allowed)
-        return RecommendationsOut(user_id=None, items=scored(items), fallback=fallback,
+        return RecommendationsOut(user_id=None, items=recommended(items), fallback=fallback,
                                   history_length=len(history), unknown_items_skipped=skipped,
                                   model=model_info(engine))
 

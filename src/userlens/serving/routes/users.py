@@ -9,6 +9,7 @@ from userlens.serving.deps import AUTH_RESPONSES, UserPathId, invalid, path_id, 
 from userlens.serving.schemas import ErasedOut, EventOut, HistoryOut
 
 router = APIRouter(tags=["users"])
+INT64_MAX = 2**63 - 1
 CURSOR_QUERY = Query(max_length=64, pattern=r"^[0-9]{1,19}\.[0-9]{1,19}$",
                      description="next_cursor of the previous page: events older than it")
 
@@ -17,7 +18,8 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     ts_ms, sep, row = text.partition(".")
-    if not sep or not ts_ms.isdigit() or not row.isdigit():
+    if not sep or not ts_ms.isdigit() or not row.isdigit() \
+            or max(int(ts_ms), int(row)) > INT64_MAX:
         raise invalid(("query", "cursor"), "not a cursor from a previous page")
     return int(ts_ms), int(row)
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from userlens.data.readers import FORMATS, ColumnMap
 from userlens.data.semantics import EventSemantics
+from userlens.llm import LLMConfig
 from userlens.models.registry import MODEL_NAMES, config_class
 
 DataFormat = Literal[FORMATS]  # the readers' one list of formats
@@ -132,6 +133,18 @@ class ModelEntry(BaseModel, frozen=True, extra="forbid",
         return self.label or self.name
 
 
+class ProfilesConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    """``[profiles]``: how ``userlens profiles export`` builds each user's profile."""
+
+    summary: Literal["template", "llm"] = "template"
+    """``llm`` writes each summary with the ``[llm]`` endpoint (checked, template fallback)."""
+    fields: list[str] | None = None
+    """Catalogue columns to report interests in (default: every categorical column)."""
+    item_noun: str = "item"
+    """What the items are, for LLM prompts ("movie", "product")."""
+    max_evidence: int = Field(default=10, gt=0)
+
+
 class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
            use_attribute_docstrings=True):
     name: str
@@ -140,6 +153,10 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     models: list[ModelEntry] = Field(min_length=1)
+    profiles: ProfilesConfig = ProfilesConfig()
+    llm: LLMConfig = LLMConfig()
+    """``[llm] base_url, model, api_key_env``: an OpenAI-compatible endpoint (default: the
+    embedded SmolLM2 model)."""
 
     @model_validator(mode="after")
     def _unique_labels(self) -> ExperimentConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -132,19 +133,24 @@ def export_command(
     (user_id, version, interests, clusters, behaviour, summary_text, ...)."""
     from userlens.cli.main import _data_home, _fail, _mirror, _user_errors, err, out
     from userlens.config import load_config
+    from userlens.llm import LLMError, api_key, connect
     from userlens.pipeline import load_data
     from userlens.profiles.export import export
 
     try:
         experiment = load_config(config)
         dataset = load_data(experiment.data, mirror=_mirror(), data_home=_data_home())
-    except _user_errors() as error:
+        settings = experiment.profiles
+        llm = (connect(experiment.llm, api_key=api_key(experiment.llm, dict(os.environ)))
+               if settings.summary == "llm" else None)
+    except (*_user_errors(), LLMError) as error:
         _fail(str(error))
     with Progress(TextColumn("profiles"), BarColumn(), TextColumn("{task.completed:,}/"
                                                                    "{task.total:,}"),
                   TimeElapsedColumn(), console=err, disable=json_output) as bar:
         task = bar.add_task("profiles", total=dataset.interactions.n_users)
-        n, seconds = export(dataset, out_file,
+        n, seconds = export(dataset, out_file, fields=settings.fields, llm=llm,
+                            item_noun=settings.item_noun, max_evidence=settings.max_evidence,
                             progress=lambda done, total: bar.update(task, completed=done,
                                                                     total=total))
     if json_output:

@@ -12,8 +12,11 @@ import polars as pl
 
 from userlens.data.cooccurrence import cooccurrence_vectors
 from userlens.data.interactions import Dataset, Interactions
+from userlens.llm import ChatClient
 from userlens.profiles.build import build
+from userlens.profiles.llm_summary import summarise
 from userlens.profiles.population import Population
+from userlens.profiles.summary import FaithfulnessChecker
 from userlens.profiles.types import Profile
 
 
@@ -59,22 +62,31 @@ def row(profile: Profile) -> dict[str, Any]:
 
 
 def export(dataset: Dataset, out: Path, *, population: Population | None = None,
-           progress: Callable[[int, int], None] | None = None, **options: Any
-           ) -> tuple[int, float]:
+           progress: Callable[[int, int], None] | None = None,
+           fields: list[str] | None = None, llm: ChatClient | None = None,
+           item_noun: str = "item", **options: Any) -> tuple[int, float]:
     """Build every user's profile and write them to a Parquet file, one row per user.
+
+    With ``llm``, each summary is written by that model and checked (unfaithful ones are
+    replaced by the template; the row's ``summary_source`` says which).
 
     Returns:
         (users written, seconds).
     """
     started = time.perf_counter()
     events = dataset.interactions
-    population = population or population_of(dataset)
+    population = population or population_of(dataset, fields=fields)
+    checker = FaithfulnessChecker(population) if llm is not None else None
     rows = []
     n_users = int(len(np.unique(events.user_idx)))
     user_ids = dataset.users.ids
     for done, (user, frame) in enumerate(user_events(events, dataset.items.ids), start=1):
         profile = build(frame, population, user_id=str(user_ids[user]),
                         has_time=events.has_time, **options)
+        if llm is not None:
+            written = summarise(profile, population, llm, checker=checker,
+                                item_noun=item_noun)
+            profile = profile.model_copy(update={"summary": written.summary})
         rows.append(row(profile))
         if progress is not None and (done % 200 == 0 or done == n_users):
             progress(done, n_users)

@@ -164,3 +164,21 @@ def test_notebook_use_on_a_pandas_dataframe():
     assert profile.interests[0].value == "Action" and profile.interests[0].share == 0.75
     assert profile.cluster_source == "co-occurrence"
     assert profile.model_dump(mode="json")["summary"]["source"] == "template"
+
+
+def test_top_interests_cover_the_events_not_the_same_ones_twice():
+    from userlens.profiles.facets import covering
+
+    catalog = pl.DataFrame({"item_id": ["x1", "x2", "x3", "y1", "z1"],
+                            "genre": [["Action", "Thriller"]] * 3 + [["Drama"], ["Comedy"]]})
+    pop = Population.build(IdIndex(catalog["item_id"].to_list()), np.array([1.0, 1, 1, 1, 30]),
+                           catalog)
+    events = profiles.events_of(["x1", "x2", "x3", "y1", "y1"], pop)
+    f = pop.fields[0]
+    # by share: Action 3, Thriller 3, Drama 2; as a cover Thriller adds nothing after Action
+    assert [f.values[j] for j in covering(events, f, k=2, smoothing=0)] == ["Action", "Drama"]
+    # only the user's own values, while they last; then the population's (Comedy: 30 of 34)
+    one = profiles.events_of(["y1"], pop)
+    assert [f.values[j] for j in covering(one, f, k=2, smoothing=20)] == ["Drama", "Comedy"]
+    assert profiles.build(["x1", "x2", "x3", "y1", "y1"], pop).top_interests[:2] == \
+        ["genre:Action", "genre:Drama"]

@@ -11,7 +11,7 @@ import polars as pl
 
 from userlens.profiles.clusters import clusters as find_clusters
 from userlens.profiles.controls import Controls
-from userlens.profiles.facets import Events, behaviour, interests
+from userlens.profiles.facets import Events, behaviour, covering, interests
 from userlens.profiles.population import Population, as_polars
 from userlens.profiles.summary import template
 from userlens.profiles.types import SCHEMA_VERSION, Profile, Summary
@@ -99,10 +99,14 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
                            max_evidence=max_evidence, seed=seed)
     habits = behaviour(events, population, session_gap_minutes=session_gap_minutes)
     out = controls.out()
+    main = population.fields[0] if population.fields else None
+    top = ([f"{main.name}:{main.values[j]}" for j in covering(events, main)]
+           if main is not None and (events.index >= 0).any() else [])
     return Profile(
         user_id=user_id, version=version(events, population, controls),
         as_of=float(events.time.max()) if events.has_time and len(events) else None,
-        interests=found, clusters=groups, cluster_source=population.vector_source,
+        interests=found, top_interests=top, clusters=groups,
+        cluster_source=population.vector_source,
         behaviour=habits, summary=Summary(text=template(found, groups, habits, out),
                                           source="template"),
         controls=out)

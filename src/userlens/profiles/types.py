@@ -147,6 +147,10 @@ class Profile(_Fact):
     """Timestamp (seconds) of the newest event (None: no real timestamps)."""
     interests: list[Interest]
     """Strongest first (share, then lift)."""
+    top_interests: list[str]
+    """``field:value``: the three values of the main field that together cover most of the
+    user's events (greedy set cover, smoothed towards the population); what predicts their
+    next events best (docs/profiles.md)."""
     clusters: list[Cluster]
     cluster_source: str | None
     """Item vectors the clusters were found in: ``model`` embeddings, ``co-occurrence``, or

@@ -46,6 +46,8 @@ class UserHistory:
     weights: list[float] | None
     """Per-event weights; None = all 1."""
     seen: list[str]
+    controls: Controls = Controls()
+    """The user's steering controls (read with the history, in one connection)."""
 
 
 def load_engine(path: str | Path, settings: ServeSettings) -> Engine:
@@ -138,13 +140,15 @@ class Service:
         seen."""
         engine = self.engine
         if not engine.semantics.uses_types():  # the hot path reads one column
-            items = self.storage.history_items(user_id, limit=self.settings.max_history)
-            return UserHistory(items, None, items)
-        events = self.storage.history_events(user_id, limit=self.settings.max_history)
+            items, controls = self.storage.history_items_and_controls(
+                user_id, limit=self.settings.max_history)
+            return UserHistory(items, None, items, Controls.from_json(controls))
+        events, controls = self.storage.history_events_and_controls(
+            user_id, limit=self.settings.max_history)
         items, weights = engine.semantics.apply(events)
         # nothing cancelled: the scored items are every stored item (one list, one lookup)
         seen = items if len(items) == len(events) else [item for item, _ in events]
-        return UserHistory(items, weights, seen)
+        return UserHistory(items, weights, seen, Controls.from_json(controls))
 
     def erase(self, user_id: str) -> dict[str, int]:
         """Erase a user everywhere, including this process's caches (trending)."""

@@ -216,8 +216,11 @@ class Storage:
     def controls(self, user_id: str) -> dict[str, Any] | None:
         """The user's stored controls (one primary-key read), or None."""
         with self.engine.connect() as connection:
-            return connection.execute(select(user_controls.c.controls).where(
-                user_controls.c.user_id == user_id)).scalar()
+            return connection.execute(self._controls_query(user_id)).scalar()
+
+    @staticmethod
+    def _controls_query(user_id: str):
+        return select(user_controls.c.controls).where(user_controls.c.user_id == user_id)
 
     def set_controls(self, user_id: str, controls: dict[str, Any]) -> None:
         with self._write_lock, self.engine.begin() as connection:
@@ -271,24 +274,38 @@ class Storage:
 
     def history_items(self, user_id: str, limit: int | None = None) -> list[str]:
         """Item ids of the user's events, oldest first (the hot path: one index scan)."""
+        return self.history_items_and_controls(user_id, limit)[0]
+
+    def history_items_and_controls(self, user_id: str, limit: int | None = None
+                                   ) -> tuple[list[str], dict[str, Any] | None]:
+        """The hot path's one connection: item ids of the user's events, oldest first, and
+        their stored controls (a primary-key read)."""
         query = (select(events.c.item_id).where(events.c.user_id == user_id)
                  .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             found = connection.execute(query).scalars().all()
-        return found[::-1]
+            controls = connection.execute(self._controls_query(user_id)).scalar()
+        return found[::-1], controls
 
     def history_events(self, user_id: str, limit: int | None = None
                        ) -> list[tuple[str, str | None]]:
         """(item id, event type) of the user's events, oldest first."""
+        return self.history_events_and_controls(user_id, limit)[0]
+
+    def history_events_and_controls(self, user_id: str, limit: int | None = None
+                                    ) -> tuple[list[tuple[str, str | None]],
+                                               dict[str, Any] | None]:
+        """(item id, event type) of the user's events, oldest first, and their controls."""
         query = (select(events.c.item_id, events.c.type).where(events.c.user_id == user_id)
                  .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
         if limit is not None:
             query = query.limit(limit)
         with self.engine.connect() as connection:
             found = connection.execute(query).all()
-        return [(item, event_type) for item, event_type in reversed(found)]
+            controls = connection.execute(self._controls_query(user_id)).scalar()
+        return [(item, event_type) for item, event_type in reversed(found)], controls
 
     def user_exists(self, user_id: str) -> bool:
         with self.engine.connect() as connection:

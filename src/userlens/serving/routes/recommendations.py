@@ -76,12 +76,13 @@ def build(settings: ServeSettings) -> APIRouter:
         service = service_of(request)
         user_id = path_id(user_id, "user_id")
         engine = service.engine
-        controls = service.controls(user_id)  # one primary-key read
+        # one connection: an indexed read of at most max_history rows and the controls
+        history = service.user_history(user_id)
+        controls = history.controls
         try:
             where, allowed = await service.filter_mask(filter or [], controls)
         except InvalidFilter as error:
             raise invalid(("query", "filter"), str(error)) from error
-        history = service.user_history(user_id)  # one indexed read, at most max_history rows
         items, skipped, fallback = service.recommend(
             history.items, k, exclude_seen, where, allowed, weights=history.weights,
             seen=history.seen, controls=controls)

@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import and_, create_engine, delete, event, func, or_, select
+from sqlalchemy import and_, bindparam, create_engine, delete, event, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from userlens.serving.tables import (
@@ -222,6 +222,7 @@ class Storage:
     def _controls_query(user_id: str):
         return select(user_controls.c.controls).where(user_controls.c.user_id == user_id)
 
+
     def set_controls(self, user_id: str, controls: dict[str, Any]) -> None:
         with self._write_lock, self.engine.begin() as connection:
             self._put_controls(connection, user_id, controls)
@@ -280,13 +281,10 @@ class Storage:
                                    ) -> tuple[list[str], dict[str, Any] | None]:
         """The hot path's one connection: item ids of the user's events, oldest first, and
         their stored controls (a primary-key read)."""
-        query = (select(events.c.item_id).where(events.c.user_id == user_id)
-                 .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
-        if limit is not None:
-            query = query.limit(limit)
+        params = {"user_id": user_id, "limit": 2**62 if limit is None else limit}
         with self.engine.connect() as connection:
-            found = connection.execute(query).scalars().all()
-            controls = connection.execute(self._controls_query(user_id)).scalar()
+            found = connection.execute(_HISTORY_ITEMS, params).scalars().all()
+            controls = connection.execute(_CONTROLS, params).scalar()
         return found[::-1], controls
 
     def history_events(self, user_id: str, limit: int | None = None
@@ -379,3 +377,12 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
 
 
 __all__ = ["Storage", "StoredEvent", "WriteResult", "metadata"]
+
+
+# The hot path's statements, built once with bound parameters: building a select per request
+# cost about 5 % of a recommendation request's server time (py-spy under wrk).
+_HISTORY_ITEMS = (select(events.c.item_id).where(events.c.user_id == bindparam("user_id"))
+                  .order_by(events.c.ts_ms.desc(), events.c.id.desc())
+                  .limit(bindparam("limit")))
+_CONTROLS = select(user_controls.c.controls).where(
+    user_controls.c.user_id == bindparam("user_id"))

@@ -14,7 +14,7 @@ import polars as pl
 from userlens.llm import ChatClient, LLMConfig, LLMError, api_key, connect
 from userlens.profiles import build
 from userlens.profiles.build import events_of
-from userlens.profiles.controls import Controls, ControlsPatch
+from userlens.profiles.controls import Controls, ControlsPatch, parse_key
 from userlens.profiles.explain import explain, serving_interest
 from userlens.profiles.facets import Events, interests
 from userlens.profiles.llm_summary import summarise
@@ -119,8 +119,7 @@ class Profiles:
         current = Controls.from_json(storage.controls(user_id))
         updated = current.patched(patch)
         if patch.forget:
-            items = sorted({value for _, value in
-                            (entry.split(":", 1) for entry in patch.forget)})
+            items = sorted({parse_key(entry, items_only=True)[1] for entry in patch.forget})
             storage.forget_items(user_id, items, updated.to_json())
             self.service.refresh_trending()
             return Controls.from_json(storage.controls(user_id))

@@ -188,10 +188,6 @@ class Service:
             mask = await run_in_threadpool(engine.allowed, where, fields, stamp)
         return mask
 
-    def controls(self, user_id: str) -> Controls:
-        """The user's stored steering controls (one primary-key read)."""
-        return Controls.from_json(self.storage.controls(user_id))
-
     def recommend(self, history: list[str], k: int, exclude_seen: bool,
                   where: Filter = NO_FILTER, allowed: np.ndarray | None = None,
                   weights: list[float] | None = None, seen: list[str] | None = None,

@@ -216,11 +216,7 @@ class Storage:
     def controls(self, user_id: str) -> dict[str, Any] | None:
         """The user's stored controls (one primary-key read), or None."""
         with self.engine.connect() as connection:
-            return connection.execute(self._controls_query(user_id)).scalar()
-
-    @staticmethod
-    def _controls_query(user_id: str):
-        return select(user_controls.c.controls).where(user_controls.c.user_id == user_id)
+            return connection.execute(_CONTROLS, {"user_id": user_id}).scalar()
 
 
     def set_controls(self, user_id: str, controls: dict[str, Any]) -> None:
@@ -296,13 +292,10 @@ class Storage:
                                     ) -> tuple[list[tuple[str, str | None]],
                                                dict[str, Any] | None]:
         """(item id, event type) of the user's events, oldest first, and their controls."""
-        query = (select(events.c.item_id, events.c.type).where(events.c.user_id == user_id)
-                 .order_by(events.c.ts_ms.desc(), events.c.id.desc()))
-        if limit is not None:
-            query = query.limit(limit)
+        params = {"user_id": user_id, "limit": 2**62 if limit is None else limit}
         with self.engine.connect() as connection:
-            found = connection.execute(query).all()
-            controls = connection.execute(self._controls_query(user_id)).scalar()
+            found = connection.execute(_HISTORY_EVENTS, params).all()
+            controls = connection.execute(_CONTROLS, params).scalar()
         return [(item, event_type) for item, event_type in reversed(found)], controls
 
     def user_exists(self, user_id: str) -> bool:
@@ -384,5 +377,9 @@ __all__ = ["Storage", "StoredEvent", "WriteResult", "metadata"]
 _HISTORY_ITEMS = (select(events.c.item_id).where(events.c.user_id == bindparam("user_id"))
                   .order_by(events.c.ts_ms.desc(), events.c.id.desc())
                   .limit(bindparam("limit")))
+_HISTORY_EVENTS = (select(events.c.item_id, events.c.type)
+                   .where(events.c.user_id == bindparam("user_id"))
+                   .order_by(events.c.ts_ms.desc(), events.c.id.desc())
+                   .limit(bindparam("limit")))
 _CONTROLS = select(user_controls.c.controls).where(
     user_controls.c.user_id == bindparam("user_id"))

@@ -391,3 +391,19 @@ def test_trending_is_recomputed_only_after_a_fallback_used_it(ease_artefact, db_
         service.refresh_trending_if_used()
         assert calls == [1]
     storage.close()
+
+
+def test_profiles_need_read_and_controls_need_write(ease_artefact, db_url, keys_file):
+    client, storage = make_client(ease_artefact, db_url, api_keys_file=keys_file)
+    event = {"events": [{"user_id": "u", "item_id": "m1", "timestamp": 1e9}]}
+    with client:
+        client.post("/events", json=event, headers=keyed(KEYS["write"]))
+        assert client.get("/users/u/profile").status_code == 401
+        assert client.get("/users/u/profile", headers=keyed(KEYS["write"])).status_code == 403
+        assert client.get("/users/u/profile", headers=keyed(KEYS["read"])).status_code == 200
+        patch = {"mute": ["categories:Horror"]}
+        url = "/users/u/profile/controls"
+        assert client.patch(url, json=patch).status_code == 401
+        assert client.patch(url, json=patch, headers=keyed(KEYS["read"])).status_code == 403
+        assert client.patch(url, json=patch, headers=keyed(KEYS["write"])).status_code == 200
+    storage.close()

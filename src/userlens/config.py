@@ -145,6 +145,61 @@ class ProfilesConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docst
     max_evidence: int = Field(default=10, gt=0)
 
 
+class TextAuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    """``[audit.privacy.text]``: personal attributes inferred from what users wrote."""
+
+    path: str
+    """A SynthPAI folder (``user_bot_profiles_300.json`` and ``comments_label_eval.jsonl``)."""
+    attributes: list[str] = ["sex", "age", "relationship_status", "income_level",
+                             "education", "city_country"]
+    llm_users: int = Field(default=0, ge=0)
+    """Users the language-model attacker reads (0: no LLM attack; it is slow on a CPU)."""
+    llm_attributes: list[str] = ["sex", "age", "relationship_status", "income_level"]
+    max_chars: int = Field(default=2000, gt=0)
+    """Characters of a user's comments the language model reads (its context is small)."""
+
+
+class PrivacyAuditConfig(BaseModel, frozen=True, extra="forbid",
+                         use_attribute_docstrings=True):
+    """``[audit.privacy]``: attackers and mitigations of ``userlens audit privacy``."""
+
+    classifiers: list[Literal["logistic", "boosting"]] = ["logistic", "boosting"]
+    profile: bool = True
+    """Also attack each user's profile (facets and summary text)."""
+    mitigate: str | None = None
+    """The attribute mitigations target (default: the first binary one)."""
+    retrain: list[str] = ["ease", "itemknn", "als", "bpr", "most_popular"]
+    """Models refitted on mitigated training data; the others (slow sequence models) keep
+    their weights and score the mitigated histories."""
+    obfuscation: list[float] = [0.01, 0.02, 0.05, 0.1]
+    """BlurMe: items of the other group added, as a share of each history's length."""
+    drop: list[int] = [10, 30, 100, 300]
+    """Numbers of most revealing items removed from every history."""
+    inlp: list[int] = [1, 4, 16, 32, 64]
+    """Rounds of iterative null-space projection of the models' user representations."""
+    text: TextAuditConfig | None = None
+
+
+class FairnessAuditConfig(BaseModel, frozen=True, extra="forbid",
+                          use_attribute_docstrings=True):
+    """``[audit.fairness]``: the re-rankers ``userlens audit fairness`` measures."""
+
+    rerankers: list[str] = ["calibrated:0.5", "calibrated:0.9", "mmr:0.3", "exposure:0.5"]
+    """``NAME:LAMBDA`` with NAME calibrated, mmr or exposure (the serving ``rerank`` syntax)."""
+    candidates: int = Field(default=100, gt=0)
+    """The model's top-N each re-ranker picks its 10 from."""
+
+
+class AuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    """``[audit]``: what ``userlens audit privacy|fairness|manipulation`` measure."""
+
+    attributes: list[str] = ["gender", "age", "occupation"]
+    """User-table columns the audits read (ML-1M: gender, age, occupation)."""
+    folds: int = Field(default=5, ge=2)
+    privacy: PrivacyAuditConfig = PrivacyAuditConfig()
+    fairness: FairnessAuditConfig = FairnessAuditConfig()
+
+
 class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
            use_attribute_docstrings=True):
     name: str
@@ -154,6 +209,7 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
     evaluation: EvaluationConfig = EvaluationConfig()
     models: list[ModelEntry] = Field(min_length=1)
     profiles: ProfilesConfig = ProfilesConfig()
+    audit: AuditConfig = AuditConfig()
     llm: LLMConfig = LLMConfig()
     """``[llm] base_url, model, api_key_env``: an OpenAI-compatible endpoint (default: the
     embedded SmolLM2 model)."""
@@ -192,6 +248,12 @@ def validate_config(raw: dict[str, Any], *, source: str = "config",
         data = config.data.model_copy(update={"path": _resolve(config.data.path, folder),
                                               "items": _resolve(config.data.items, folder)})
         config = config.model_copy(update={"data": data})
+        text = config.audit.privacy.text
+        if text is not None:
+            privacy = config.audit.privacy.model_copy(update={
+                "text": text.model_copy(update={"path": _resolve(text.path, folder)})})
+            config = config.model_copy(update={"audit": config.audit.model_copy(
+                update={"privacy": privacy})})
     return config
 
 

@@ -9,6 +9,7 @@ import pytest
 from tests.serving.conftest import GENRES, item_id, make_client, post_history, write_artefact
 from userlens.data.interactions import Interactions
 from userlens.serving.engine import Engine
+from userlens.serving.settings import ServeSettings
 
 HORROR = {item_id(i) for i in range(10) if "Horror" in GENRES[i % len(GENRES)]}
 COMEDY = {item_id(i) for i in range(10) if "Comedy" in GENRES[i % len(GENRES)]}
@@ -170,3 +171,30 @@ def test_llm_summary_is_generated_in_the_background_and_cached(client):
     assert f'userlens_llm_summaries_total{{outcome="{outcome}"}} 1.0' in metrics
     if second["source"] == "llm":
         assert second["model"] == "SmolLM2-135M-Instruct"
+
+
+def test_rerank_setting_reorders_personalised_recommendations(ease_artefact, tmp_path):
+    from userlens.audits.rerank import rerank
+
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    plain, storage = make_client(ease_artefact, url)
+    with plain:
+        post_history(plain, "u1", [0, 1, 2])  # comedy and drama only
+        before = [r["item_id"] for r in plain.get("/users/u1/recommendations?k=5").json()[
+            "items"]]
+    storage.close()
+    reranked, storage = make_client(ease_artefact, url, rerank="mmr:0.9", rerank_candidates=7)
+    with reranked:
+        after = reranked.get("/users/u1/recommendations?k=5").json()["items"]
+        engine = reranked.app.state.service.engine
+    storage.close()
+    # the same choice as the re-ranker on the model's 7 best unseen items
+    scores = engine.model.score(engine.encode([item_id(i) for i in (0, 1, 2)])[0])[0]
+    scores[[0, 1, 2]] = -np.inf
+    order = np.argsort(-scores, kind="stable")[:7]
+    expected = rerank("mmr", 0.9, order, scores[order].astype(np.float64), np.array([0, 1, 2]),
+                      engine.item_groups, 5)
+    assert [r["item_id"] for r in after] == [item_id(i) for i in expected]
+    assert [r["item_id"] for r in after] != before
+    with pytest.raises(ValueError, match="unknown re-ranker"):
+        ServeSettings(artefact=ease_artefact, rerank="fairest")

@@ -471,6 +471,15 @@ def _register_profiles() -> None:
 _register_profiles()
 
 
+def _register_audits() -> None:
+    from userlens.cli.audit import audit_app
+
+    app.add_typer(audit_app, name="audit")
+
+
+_register_audits()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     app()

@@ -19,6 +19,7 @@ import numpy as np
 
 from userlens import artefact
 from userlens.artefact import ArtefactError
+from userlens.audits.rerank import ItemGroups
 from userlens.data.interactions import Histories, IdIndex
 from userlens.data.semantics import EventSemantics
 from userlens.models.base import Capability, Recommender
@@ -100,6 +101,7 @@ class Engine:
     embeddings)."""
     _masks: OrderedDict = field(default_factory=OrderedDict, repr=False)
     _population: Population | None = field(default=None, repr=False)
+    _item_groups: ItemGroups | None = field(default=None, repr=False)
 
     @classmethod
     def load(cls, path: str | Path, *, max_history: int = 1000,
@@ -191,6 +193,18 @@ class Engine:
             self._population = Population.from_model(
                 self.model, self.items, self.catalog, cooccurrence=self.item_vectors)
         return self._population
+
+    @property
+    def item_groups(self) -> ItemGroups:
+        """Genre mixes (the catalogue's main field) and the popularity head, for re-rankers
+        (built on first use, then kept)."""
+        if self._item_groups is None:
+            fields = self.population.fields
+            main = fields[0] if fields else None
+            self._item_groups = ItemGroups.build(
+                main.membership if main is not None else None, self.model.popularity(),
+                list(main.values) if main is not None else [])
+        return self._item_groups
 
     def catalog_fields(self, index: int) -> dict[str, Any] | None:
         return self.catalog[index] if self.catalog is not None else None

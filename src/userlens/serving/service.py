@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from userlens.audits.rerank import parse as parse_rerank
+from userlens.audits.rerank import rerank
 from userlens.profiles.controls import Controls
 from userlens.serving.engine import ArtefactError, Engine, Filter, Scored
 from userlens.serving.observability import Metrics
@@ -200,9 +202,13 @@ class Service:
         seen = history if seen is None else seen
         boosting = controls is not None and bool(controls.boost)
         want = min(k * int(np.ceil(controls.max_boost())), k + 1000) if boosting else k
+        reranking = self.settings.rerank is not None
+        fetch = max(want, self.settings.rerank_candidates) if reranking else want
         items, skipped, personalised = engine.recommend(
-            history, want, exclude_seen=exclude_seen, allowed=allowed, weights=weights,
+            history, fetch, exclude_seen=exclude_seen, allowed=allowed, weights=weights,
             seen=seen)
+        if reranking:
+            items = self._reranked(items, history, want)
         if len(items) < want:
             items += self.fallback(engine, want - len(items), seen if exclude_seen else [],
                                    {s.item_id for s in items}, where, allowed, controls)
@@ -211,6 +217,19 @@ class Service:
         if not personalised:
             self.metrics.fallbacks.inc()
         return items, skipped, not personalised
+
+    def _reranked(self, items: list[Scored], history: list[str], k: int) -> list[Scored]:
+        """The configured re-ranker's k of the model's candidates (``rerank`` setting)."""
+        if len(items) <= 1:
+            return items[:k]
+        engine = self.engine
+        kind, weight = parse_rerank(self.settings.rerank)
+        index = engine.items.indices_of([s.item_id for s in items])
+        scores = np.array([s.score for s in items], np.float64)
+        known = engine.items.indices_of(history)
+        by_index = dict(zip(index.tolist(), items, strict=True))
+        chosen = rerank(kind, weight, index, scores, known[known >= 0], engine.item_groups, k)
+        return [by_index[i] for i in chosen.tolist()]
 
     def _boosted(self, items: list[Scored], controls: Controls) -> list[Scored]:
         """Candidates reordered by rank / boost factor (ties keep the model's order)."""

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from userlens.audits.rerank import parse as parse_rerank
 
 Scope = Literal["read", "write", "admin"]
 SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
@@ -96,6 +98,18 @@ class ServeSettings(BaseSettings):
     torch_threads: int = Field(default=1, gt=0)
     reload_poll_seconds: float = Field(default=2.0, gt=0)
     """How often each worker checks whether another one reloaded the artefact."""
+    rerank: str | None = None
+    """Re-rank personalised recommendations: ``calibrated``, ``mmr`` or ``exposure``, with
+    an optional weight (``calibrated:0.5``; see ``userlens audit fairness``)."""
+    rerank_candidates: int = Field(default=100, gt=0)
+    """How many of the model's best items the re-ranker picks from."""
+
+    @field_validator("rerank")
+    @classmethod
+    def _known_reranker(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rerank(value)
+        return value
     max_profile_events: int = Field(default=10_000, gt=0)
     """Newest events a profile is built from."""
     llm_base_url: str | None = None

@@ -190,6 +190,24 @@ class FairnessAuditConfig(BaseModel, frozen=True, extra="forbid",
     """The model's top-N each re-ranker picks its 10 from."""
 
 
+class ManipulationAuditConfig(BaseModel, frozen=True, extra="forbid",
+                              use_attribute_docstrings=True):
+    """``[audit.manipulation]``: the fake-user attacks ``userlens audit manipulation`` runs."""
+
+    attacks: list[Literal["random", "average", "bandwagon", "segment", "sequential"]] = [
+        "random", "average", "bandwagon", "segment", "sequential"]
+    shares: list[float] = [0.01, 0.03, 0.05]
+    """Fake users as a share of the real users."""
+    targets: int = Field(default=5, gt=0)
+    """Unpopular items every fake user pushes."""
+    filler: int | None = Field(default=None, gt=0)
+    """Other items per fake user (default: the real users' median history length, <= 100)."""
+    models: list[str] = []
+    """Labels of the config's models to attack (default: all)."""
+    shares_by_model: dict[str, list[float]] = {}
+    """Shares for one model instead of ``shares`` (a slow model at the goal's 3 % only)."""
+
+
 class AuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
     """``[audit]``: what ``userlens audit privacy|fairness|manipulation`` measure."""
 
@@ -198,6 +216,7 @@ class AuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrin
     folds: int = Field(default=5, ge=2)
     privacy: PrivacyAuditConfig = PrivacyAuditConfig()
     fairness: FairnessAuditConfig = FairnessAuditConfig()
+    manipulation: ManipulationAuditConfig = ManipulationAuditConfig()
 
 
 class ExperimentConfig(BaseModel, frozen=True, extra="forbid",

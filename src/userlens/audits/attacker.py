@@ -113,11 +113,30 @@ def make_classifier(kind: Classifier, n_features: int, input_kind: str, seed: in
                                           early_stopping=True, random_state=seed)
 
 
+OTHER = "(other)"
+
+
+def merge_rare(labels: np.ndarray, min_count: int) -> np.ndarray:
+    """Values held by fewer than ``min_count`` users become one class, ``(other)`` (a
+    stratified fold needs every class in each fold); when even that class is too small,
+    its users count as unlabelled."""
+    known = np.array([value not in (None, "") for value in labels])
+    values, counts = np.unique(labels[known].astype(str), return_counts=True)
+    rare = set(values[counts < min_count].tolist())
+    if not rare:
+        return labels
+    merged = labels.copy()
+    is_rare = np.array([k and str(v) in rare for v, k in zip(labels, known, strict=True)])
+    merged[is_rare] = OTHER if is_rare.sum() >= min_count else None
+    return merged
+
+
 def attack(features: np.ndarray | sp.spmatrix, labels: np.ndarray, *, attribute: str,
            source: str, classifier: Classifier = "logistic", folds: int = 5, seed: int = 0,
            feature_names: list[str] | None = None, test_features=None,
            n_revealing: int = 10, bag: bool = False) -> Attack:
-    """Cross-validated attack on ``labels`` (strings; None/"" = unlabelled, left out).
+    """Cross-validated attack on ``labels`` (strings; None/"" = unlabelled, left out;
+    values of fewer than ``folds`` users merged, see :func:`merge_rare`).
 
     Args:
         test_features: features to predict the held-out fold from instead of ``features``
@@ -127,7 +146,7 @@ def attack(features: np.ndarray | sp.spmatrix, labels: np.ndarray, *, attribute:
         bag: the features are counts per item or word (TF-IDF weighted by the logistic
             attacker).
     """
-    labels = np.asarray(labels, dtype=object)
+    labels = merge_rare(np.asarray(labels, dtype=object), folds)
     known = np.array([value not in (None, "") for value in labels])
     if known.sum() < 2 * folds:
         raise ValueError(f"attribute '{attribute}': only {int(known.sum())} labelled users, "

@@ -36,6 +36,9 @@ from userlens.models.base import Recommender, mask_seen, top_k
 from userlens.profiles.facets import jensen_shannon
 
 K = 10
+MIN_GROUP = 50
+"""The largest gap is named between groups of at least this many users (every group is
+still reported): 17 farmers out-score everyone by chance."""
 
 
 class _NoConfig(BaseModel, frozen=True, extra="forbid"):
@@ -112,7 +115,8 @@ def user_groups(dataset: Dataset, events: Interactions, groups: ItemGroups,
 
 def group_rows(by: str, labels: np.ndarray, users: np.ndarray, values: np.ndarray,
                model: str) -> tuple[list[dict], dict]:
-    """Per-group NDCG@10 rows and the largest gap between two groups."""
+    """Per-group NDCG@10 rows and the largest gap between two groups (of at least
+    ``MIN_GROUP`` users when any are that large)."""
     labels = labels[users]
     rows, samples = [], []
     for group in sorted({g for g in labels if g not in (None, "")}, key=str):
@@ -121,8 +125,10 @@ def group_rows(by: str, labels: np.ndarray, users: np.ndarray, values: np.ndarra
         rows.append({"by": by, "group": str(group), "model": model, UTILITY: s.mean,
                      "ci95": [s.ci_low, s.ci_high], "n_users": s.n})
         samples.append(picked)
-    best = max(rows, key=lambda r: r[UTILITY])
-    worst = min(rows, key=lambda r: r[UTILITY])
+    # the gap is named between groups large enough to mean something
+    sized = [r for r in rows if r["n_users"] >= MIN_GROUP] or rows
+    best = max(sized, key=lambda r: r[UTILITY])
+    worst = min(sized, key=lambda r: r[UTILITY])
     p_value = float(stats.kruskal(*samples).pvalue) if len(samples) > 1 else float("nan")
     gap = {"by": by, "model": model, "best": best["group"], "worst": worst["group"],
            "gap": best[UTILITY] - worst[UTILITY],
@@ -131,9 +137,10 @@ def group_rows(by: str, labels: np.ndarray, users: np.ndarray, values: np.ndarra
     return rows, gap
 
 
-def lists_of(model: Recommender, histories: Histories, batch: int = 1024) -> np.ndarray:
-    """(B, K) top-K of each history (its own items excluded), the evaluation's path."""
-    parts = [model.recommend(histories.slice(s, min(s + batch, len(histories))), K)[0]
+def lists_of(model: Recommender, histories: Histories, batch: int = 1024, *,
+             k: int = K) -> np.ndarray:
+    """(B, k) top-k of each history (its own items excluded), the evaluation's path."""
+    parts = [model.recommend(histories.slice(s, min(s + batch, len(histories))), k)[0]
              for s in range(0, len(histories), batch)]
     return np.concatenate(parts)
 

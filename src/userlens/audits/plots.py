@@ -16,6 +16,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, axes, path: Path) -> Path:
+    axes[0][0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
 def privacy_utility(report: dict, path: Path) -> Path:
     """Attacker AUC (or accuracy) against NDCG@10, one panel per model, a line per
     mitigation through its strengths; the goal (AUC 0.60, 5 % NDCG loss) dashed."""
@@ -28,9 +36,9 @@ def privacy_utility(report: dict, path: Path) -> Path:
         before = mine[0]["ndcg@10_before"]
         for name in dict.fromkeys(r["name"] for r in mine if r["name"] != "none"):
             line = [r for r in mine if r["name"] == name]
-            start = next(r for r in mine if r["name"] == "none"
-                         or (name == "inlp" and r["name"] == "inlp"))
-            points = ([start] if name != "inlp" else []) + line
+            # history mitigations start from the clean history; inlp has its own 0 rounds
+            start = [r for r in mine if r["name"] == "none"] if name != "inlp" else []
+            points = start + line
             axis.plot([p["value"] for p in points], [p["ndcg@10"] for p in points],
                       marker="o", label=name)
             for p in line:
@@ -42,11 +50,7 @@ def privacy_utility(report: dict, path: Path) -> Path:
         axis.set_title(model)
         axis.set_xlabel(f"attacker {mine[0]['metric']} ({mine[0]['attribute']})")
         axis.set_ylabel("NDCG@10")
-    axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, axes, path)
 
 
 def group_gaps(report: dict, path: Path) -> Path:
@@ -71,11 +75,7 @@ def group_gaps(report: dict, path: Path) -> Path:
         axis.set_xticklabels(labels, fontsize=7, rotation=30, ha="right")
         axis.set_ylabel("NDCG@10")
         axis.set_title(by, fontsize=9)
-    axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, axes, path)
 
 
 def attack_lift(report: dict, path: Path) -> Path:
@@ -95,8 +95,4 @@ def attack_lift(report: dict, path: Path) -> Path:
         axis.set_title(model)
         axis.set_xlabel("fake users (%)")
         axis.set_ylabel("target HR@50")
-    axes[0][0].legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, axes, path)

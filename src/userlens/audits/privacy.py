@@ -126,7 +126,7 @@ def fit_models(config: ExperimentConfig, split: Split, notify: Notify, *,
         started = time.perf_counter()
         if from_run is not None:
             notify("load", {"model": entry.display})
-            model = _trained(from_run / entry.display, dataset, split)
+            model = trained(from_run / entry.display, dataset, split)
         else:
             notify("fit_start", {"model": entry.display})
             model = create(entry.name, entry.params).fit(split.train, valid=split.valid,
@@ -138,7 +138,7 @@ def fit_models(config: ExperimentConfig, split: Split, notify: Notify, *,
     return out
 
 
-def _trained(path: Path, dataset: Dataset | None, split: Split) -> Recommender:
+def trained(path: Path, dataset: Dataset | None, split: Split) -> Recommender:
     found = artefact.read(path)
     data = found.manifest.get("data", {})
     if dataset is not None and data.get("fingerprint") != dataset.interactions.fingerprint():
@@ -281,7 +281,7 @@ class PrivacyAudit:
         space = (model.user_vectors(self.histories) if embeddings else self.bags)
         source = f"model:{run.entry.display}"
         rows = []
-        for rounds in self.options.inlp:
+        for rounds in sorted({0, *self.options.inlp}):  # 0: the representation as it is
             self.notify("inlp", {"model": run.entry.display, "rounds": rounds})
             basis = mit.inlp(space, known, rounds, seed=self.seed)
             projected = project_out(space, basis)

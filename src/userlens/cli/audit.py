@@ -173,3 +173,15 @@ def fairness(config: ConfigArg, json_output: JsonOpt = False, out_dir: OutOpt = 
     _run("fairness", config, json_output, out_dir, from_run, run_fairness,
          lambda report, target: [plots.group_gaps(report, target / "fairness_groups.png")],
          fairness_tables)
+
+
+@audit_app.command("manipulation")
+def manipulation(config: ConfigArg, json_output: JsonOpt = False, out_dir: OutOpt = None,
+                 from_run: FromRunOpt = None) -> None:
+    """Fake users injected at several shares: target items' lift per model, and detection."""
+    from userlens.audits import plots
+    from userlens.audits.manipulation import run_manipulation
+
+    _run("manipulation", config, json_output, out_dir, from_run, run_manipulation,
+         lambda report, target: [plots.attack_lift(report, target / "manipulation_lift.png")],
+         manipulation_tables)

@@ -340,6 +340,9 @@ def serve(
     workers: Annotated[int | None, typer.Option(min=1, help="[default: 1]")] = None,
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="allow a non-loopback host without API keys")] = False,
+    rerank: Annotated[str | None, typer.Option(
+        help="re-rank personalised lists: calibrated, mmr or exposure[:LAMBDA] "
+             "(see 'userlens audit fairness')")] = None,
 ) -> None:
     """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn).
 
@@ -358,7 +361,7 @@ def serve(
     from userlens.serving.storage import Storage
 
     flags = {"db": db, "host": host, "port": port, "workers": workers,
-             "insecure": insecure or None}
+             "insecure": insecure or None, "rerank": rerank}
     try:
         settings = ServeSettings(artefact=artefact,
                                  **{k: v for k, v in flags.items() if v is not None})

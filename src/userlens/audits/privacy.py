@@ -38,7 +38,7 @@ from userlens.audits.representations import (
     user_representation,
 )
 from userlens.config import ExperimentConfig, ModelEntry
-from userlens.data.interactions import Dataset, Interactions
+from userlens.data.interactions import Dataset, Interactions, concatenate
 from userlens.data.splits import Split
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability, Recommender
@@ -55,12 +55,7 @@ UTILITY = "ndcg@10"
 
 def joined(split: Split) -> Interactions:
     """Train and validation events: every user's history before their test events."""
-    parts = (split.train, split.valid)
-    return Interactions(
-        **{name: np.concatenate([getattr(p, name) for p in parts])
-           for name in ("user_idx", "item_idx", "timestamp", "value", "event_type", "row_id")},
-        n_users=split.train.n_users, n_items=split.train.n_items,
-        event_types=split.train.event_types, has_time=split.train.has_time)
+    return concatenate([split.train, split.valid])
 
 
 def titles(dataset: Dataset) -> list[str]:

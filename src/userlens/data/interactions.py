@@ -226,6 +226,16 @@ class Interactions:
         return digest.hexdigest()
 
 
+def concatenate(parts: list[Interactions]) -> Interactions:
+    """The events of several parts of one log (same vocabularies), in the given order."""
+    first = parts[0]
+    return Interactions(
+        **{name: np.concatenate([getattr(p, name) for p in parts])
+           for name in ("user_idx", "item_idx", "timestamp", "value", "event_type", "row_id")},
+        n_users=first.n_users, n_items=first.n_items, event_types=first.event_types,
+        has_time=first.has_time)
+
+
 def _position_in_user(user_idx: IntArray) -> IntArray:
     """Running count of each user's previous events (order of appearance)."""
     order = np.argsort(user_idx, kind="stable")

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from userlens.config import Protocol
-from userlens.data.interactions import Interactions, ItemCatalog
+from userlens.data.interactions import ItemCatalog, concatenate
 from userlens.data.splits import Split
 from userlens.evaluation import metrics as M
 from userlens.models.base import Capability, Recommender, select
@@ -65,15 +65,6 @@ class EvalResult:
 
     def means(self) -> dict[str, float]:
         return {name: s.mean for name, s in self.summary.items()}
-
-
-def _concat(parts: list[Interactions]) -> Interactions:
-    first = parts[0]
-    return Interactions(
-        **{name: np.concatenate([getattr(p, name) for p in parts])
-           for name in ("user_idx", "item_idx", "timestamp", "value", "event_type", "row_id")},
-        n_users=first.n_users, n_items=first.n_items, event_types=first.event_types,
-        has_time=first.has_time)
 
 
 def _item_vectors(catalog: ItemCatalog | None, model: Recommender) -> np.ndarray | None:
@@ -131,7 +122,7 @@ def evaluate(
     protocol = protocol or Protocol()
     specs = [M.parse_metric(m) for m in metrics]
     targets_part = split.test if stage == "test" else split.valid
-    history_events = _concat([split.train, split.valid]) if stage == "test" else split.train
+    history_events = concatenate([split.train, split.valid]) if stage == "test" else split.train
     n_items = split.train.n_items
     history_matrix = history_events.to_csr()
     target_matrix = targets_part.to_csr()

@@ -239,6 +239,12 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
         duplicated = sorted({x for x in labels if labels.count(x) > 1})
         if duplicated:
             raise ValueError(f"models {duplicated} appear twice; give each a distinct 'label'")
+        manipulation = self.audit.manipulation
+        unknown = sorted((set(manipulation.models) | set(manipulation.shares_by_model))
+                         - set(labels))
+        if unknown:
+            raise ValueError(f"audit.manipulation names models {unknown} the config does not "
+                             f"have; its models are {labels}")
         return self
 
 

@@ -98,3 +98,29 @@ def test_a_missing_attribute_is_named(tmp_path, shared_data, attribute):
     assert result.exit_code == 2
     assert f"attribute '{attribute}' is not in the user table" in result.output
     assert "gender" in result.output  # the columns there are
+
+
+def test_manipulation_json_has_the_documented_shape(tmp_path, shared_data):
+    config = audit_config(tmp_path, shared_data, '[audit.manipulation]\nattacks = ["bandwagon"]'
+                          '\nshares = [0.05]\nmodels = ["ease"]')
+    result = runner.invoke(app, ["audit", "manipulation", config, "--json",
+                                 "--out", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    [row] = report["attacks"]
+    assert {"attack", "share", "model", "defence", "target_hr@50_before",
+            "target_hr@50_after", "ndcg@10"} <= set(row)
+    assert (row["attack"], row["share"], row["model"], row["defence"]) == (
+        "bandwagon", 0.05, "ease", None)
+    assert row["target_hr@50_after"] > row["target_hr@50_before"]
+    [detected] = report["detection"]
+    assert {"attack", "share", "precision", "recall", "auc"} <= set(detected)
+    assert (tmp_path / "m" / "manipulation_lift.png").is_file()
+
+
+def test_manipulation_names_an_unknown_model(tmp_path, shared_data):
+    config = audit_config(tmp_path, shared_data,
+                          '[audit.manipulation]\nshares_by_model = { sasrec = [0.03] }')
+    result = runner.invoke(app, ["audit", "manipulation", config, "--json"])
+    assert result.exit_code == 2
+    assert "['sasrec']" in result.output

@@ -82,7 +82,7 @@ class Attack:
         return out
 
 
-def make_classifier(kind: Classifier, n_features: int, input_kind: str, seed: int):
+def make_classifier(kind: Classifier, input_kind: str, seed: int):
     """The attacker's estimator.
 
     ``logistic``: a logistic regression whose regularisation is chosen on a held-out
@@ -168,7 +168,7 @@ def attack(features: np.ndarray | sp.spmatrix, labels: np.ndarray, *, attribute:
     smallest = int(np.bincount(y).min())
     n_folds = max(2, min(folds, smallest))
     input_kind = ("bag" if bag else "sparse") if sp.issparse(x) else "dense"
-    estimator = make_classifier(classifier, x.shape[1], input_kind, seed)
+    estimator = make_classifier(classifier, input_kind, seed)
     probabilities = np.zeros((len(rows), len(classes)))
     splitter = StratifiedKFold(n_folds, shuffle=True, random_state=seed)
     for train, test in splitter.split(np.zeros(len(y)), y):

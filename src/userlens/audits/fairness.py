@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel
 from scipy import stats
 
 from userlens.audits.attributes import user_labels
 from userlens.audits.privacy import UTILITY, Fitted, Notify, fit_models, joined
+from userlens.audits.representations import Wrapped
 from userlens.audits.rerank import ItemGroups, kl_calibration, parse, rerank
 from userlens.config import ExperimentConfig
 from userlens.data.interactions import Dataset, Histories, Interactions
@@ -41,11 +41,7 @@ MIN_GROUP = 50
 still reported): 17 farmers out-score everyone by chance."""
 
 
-class _NoConfig(BaseModel, frozen=True, extra="forbid"):
-    pass
-
-
-class RerankedModel(Recommender):
+class RerankedModel(Wrapped):
     """A fitted model whose top-k is re-ranked from its top ``candidates``.
 
     Scores are the model's, except that the k re-ranked items are lifted above everything
@@ -55,21 +51,12 @@ class RerankedModel(Recommender):
     """
 
     name: ClassVar[str] = "reranked"
-    config_class: ClassVar[type[BaseModel]] = _NoConfig
 
     def __init__(self, base: Recommender, spec: str, groups: ItemGroups, *, k: int = K,
                  candidates: int = 100) -> None:
-        super().__init__(_NoConfig())
-        self.base, self.groups, self.k, self.candidates = base, groups, k, candidates
+        super().__init__(base)
+        self.groups, self.k, self.candidates = groups, k, candidates
         self.kind, self.weight = parse(spec)
-        self.n_items_, self.popularity_ = base.n_items_, base.popularity_
-
-    def fit(self, train: Interactions, *, valid: Interactions | None = None,
-            seed: int = 0) -> Self:
-        raise TypeError("RerankedModel wraps a fitted model; fit the base model instead")
-
-    def history_window(self) -> int | None:
-        return self.base.history_window()
 
     def _score(self, histories: Histories) -> np.ndarray:
         scores = mask_seen(np.array(self.base.score(histories), np.float32, copy=True),

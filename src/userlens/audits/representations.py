@@ -54,31 +54,41 @@ class _NoConfig(BaseModel, frozen=True, extra="forbid"):
     pass
 
 
-class ProjectedModel(Recommender):
+class Wrapped(Recommender):
+    """A fitted model under a transformation the audits measure (projection, re-ranking):
+    it scores through the base model, is not trained and not saved."""
+
+    config_class: ClassVar[type[BaseModel]] = _NoConfig
+
+    def __init__(self, base: Recommender) -> None:
+        super().__init__(_NoConfig())
+        self.base = base
+        self.n_items_, self.popularity_ = base.n_items_, base.popularity_
+
+    def fit(self, train: Interactions, *, valid: Interactions | None = None,
+            seed: int = 0) -> Self:
+        raise TypeError(f"{type(self).__name__} wraps a fitted model; fit the base model")
+
+    def history_window(self) -> int | None:
+        return self.base.history_window()
+
+
+class ProjectedModel(Wrapped):
     """A fitted model scoring from a user representation with directions removed.
 
     Embedding models: ``(u - u Q Qᵀ) · item_vectors``. Item-item models: the history bag is
     projected in item space, then scored, ``(x - x Q Qᵀ) @ W``. Used to measure what the
-    null-space mitigation costs in ranking quality; it is not trained and not saved.
+    null-space mitigation costs in ranking quality.
     """
 
     name: ClassVar[str] = "projected"
-    config_class: ClassVar[type[BaseModel]] = _NoConfig
 
     def __init__(self, base: Recommender, basis: np.ndarray) -> None:
-        super().__init__(_NoConfig())
         if not can_represent(base):
             raise ValueError(f"model '{base.name}' has no user representation to project")
-        self.base, self.basis = base, basis
-        self.n_items_, self.popularity_ = base.n_items_, base.popularity_
+        super().__init__(base)
+        self.basis = basis
         self._weights = None if base.can(Capability.EMBEDDINGS) else item_item(base)
-
-    def fit(self, train: Interactions, *, valid: Interactions | None = None,
-            seed: int = 0) -> Self:
-        raise TypeError("ProjectedModel wraps a fitted model; fit the base model instead")
-
-    def history_window(self) -> int | None:
-        return self.base.history_window()
 
     def _score(self, histories: Histories) -> np.ndarray:
         if self._weights is None:

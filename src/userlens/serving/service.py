@@ -81,6 +81,7 @@ class Service:
         self._fields_version = storage.items_version()
         self._fields: dict[str, dict[str, Any]] = storage.item_fields()
         self._fields_stamp = 0
+        self._rerank = parse_rerank(settings.rerank) if settings.rerank else None
 
     # --------------------------------------------------------------- caches
 
@@ -202,7 +203,7 @@ class Service:
         seen = history if seen is None else seen
         boosting = controls is not None and bool(controls.boost)
         want = min(k * int(np.ceil(controls.max_boost())), k + 1000) if boosting else k
-        reranking = self.settings.rerank is not None
+        reranking = self._rerank is not None
         fetch = max(want, self.settings.rerank_candidates) if reranking else want
         items, skipped, personalised = engine.recommend(
             history, fetch, exclude_seen=exclude_seen, allowed=allowed, weights=weights,
@@ -223,7 +224,7 @@ class Service:
         if len(items) <= 1:
             return items[:k]
         engine = self.engine
-        kind, weight = parse_rerank(self.settings.rerank)
+        kind, weight = self._rerank
         index = engine.items.indices_of([s.item_id for s in items])
         scores = np.array([s.score for s in items], np.float64)
         known = engine.items.indices_of(history)

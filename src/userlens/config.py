@@ -194,8 +194,9 @@ class ManipulationAuditConfig(BaseModel, frozen=True, extra="forbid",
                               use_attribute_docstrings=True):
     """``[audit.manipulation]``: the fake-user attacks ``userlens audit manipulation`` runs."""
 
-    attacks: list[Literal["random", "average", "bandwagon", "segment", "sequential"]] = [
-        "random", "average", "bandwagon", "segment", "sequential"]
+    attacks: list[Literal["random", "average", "bandwagon", "segment", "sequential",
+                          "camouflage"]] = [
+        "random", "average", "bandwagon", "segment", "sequential", "camouflage"]
     shares: list[float] = [0.01, 0.03, 0.05]
     """Fake users as a share of the real users."""
     targets: int = Field(default=5, gt=0)
@@ -206,6 +207,13 @@ class ManipulationAuditConfig(BaseModel, frozen=True, extra="forbid",
     """Labels of the config's models to attack (default: all)."""
     shares_by_model: dict[str, list[float]] = {}
     """Shares for one model instead of ``shares`` (a slow model at the goal's 3 % only)."""
+    attacks_by_model: dict[str, list[Literal["random", "average", "bandwagon", "segment",
+                                             "sequential", "camouflage"]]] = {}
+    """Attacks for one model instead of ``attacks`` (a slow model on the strongest only)."""
+    defences: list[Literal["reweight"]] = ["reweight"]
+    """Defences each attacked model is also retrained with: ``reweight`` weighs each training
+    user by 1 - the detector's fake probability (LoRec); models that cannot weigh users
+    (``Capability.USER_WEIGHTS``) are skipped."""
 
 
 class AuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
@@ -240,8 +248,8 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
         if duplicated:
             raise ValueError(f"models {duplicated} appear twice; give each a distinct 'label'")
         manipulation = self.audit.manipulation
-        unknown = sorted((set(manipulation.models) | set(manipulation.shares_by_model))
-                         - set(labels))
+        unknown = sorted((set(manipulation.models) | set(manipulation.shares_by_model)
+                          | set(manipulation.attacks_by_model)) - set(labels))
         if unknown:
             raise ValueError(f"audit.manipulation names models {unknown} the config does not "
                              f"have; its models are {labels}")

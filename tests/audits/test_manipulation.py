@@ -9,10 +9,12 @@ import scipy.sparse as sp
 from userlens.audits.manipulation import (
     ATTACKS,
     account_features,
+    fake_probability,
     fake_sequences,
     inject,
     pick_targets,
     target_hit_rates,
+    train_detector,
 )
 from userlens.audits.rerank import ItemGroups
 from userlens.data.interactions import Interactions
@@ -60,9 +62,14 @@ def test_every_fake_user_holds_the_targets(kind):
     targets = pick_targets(events, 3, seed=0)
     assert (events.item_counts()[targets] <= np.median(events.item_counts())).all()
     sequences = fake_sequences(kind, 5, 10, targets, events.item_counts(),
-                               groups_for(events.n_items), seed=0)
+                               groups_for(events.n_items), seed=0, real=events.histories())
     for sequence in sequences:
         assert set(targets.tolist()) <= set(sequence.tolist())
+    if kind == "camouflage":  # a real user's items, in their order, around the targets
+        copied = [s[~np.isin(s, targets)] for s in sequences]
+        real = [events.histories().sequence(u) for u in range(events.n_users)]
+        assert all(any(np.array_equal(c, r[np.isin(r, c)]) and len(c) == min(10, len(r))
+                       for r in real) for c in copied)
     if kind == "segment":
         main = 0 if np.mean(targets < 40) >= 0.5 else 1
         fillers = np.setdiff1d(np.concatenate(sequences), targets)
@@ -105,3 +112,30 @@ def test_a_planted_shilling_group_is_detected():
     scores = detector.predict_proba(account_features(attacked.train, groups))[:, 1]
     labels = np.isin(np.arange(attacked.train.n_users), fakes)
     assert roc_auc_score(labels, scores) > 0.9
+
+
+def test_reweighting_by_an_unknowing_detector_undoes_a_planted_lift():
+    """'average' fake users lift an unpopular target in EASE; a detector that never saw an
+    'average' attack weighs them near 0, and the retrained EASE loses the lift."""
+    split = leave_one_out(population(n_users=400))
+    groups = groups_for(80)
+    target = np.array([78])  # the least popular item of group B
+    histories = split.train.histories()
+    popularity = split.train.item_counts()
+    sequences = fake_sequences("average", 40, 10, target, popularity, groups, seed=3)
+    attacked, fakes = inject(split, sequences)
+    detector = train_detector(split, groups, share=0.05, filler=10, n_targets=2, seed=0,
+                              kinds=("random", "bandwagon", "segment", "sequential"))
+    weights = 1.0 - fake_probability(detector, attacked.train, groups)
+    is_fake = np.isin(np.arange(attacked.train.n_users), fakes)
+    assert weights[is_fake].mean() < 0.1 < 0.9 < weights[~is_fake].mean()
+
+    def hit_rate(data, user_weights=None):
+        model = create("ease", {"l2": 10.0})
+        model.set_user_weights(user_weights)
+        return target_hit_rates(model.fit(data), histories, target, ks=(10,))[10]
+
+    before, after = hit_rate(split.train), hit_rate(attacked.train)
+    defended = hit_rate(attacked.train, weights)
+    assert after - before > 0.1
+    assert defended - before <= 0.3 * (after - before)

@@ -107,12 +107,16 @@ def test_manipulation_json_has_the_documented_shape(tmp_path, shared_data):
                                  "--out", str(tmp_path / "m")])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    [row] = report["attacks"]
-    assert {"attack", "share", "model", "defence", "target_hr@50_before",
-            "target_hr@50_after", "ndcg@10"} <= set(row)
+    row, defended = report["attacks"]
+    for each in (row, defended):
+        assert {"attack", "share", "model", "defence", "target_hr@50_before",
+                "target_hr@50_after", "ndcg@10"} <= set(each)
     assert (row["attack"], row["share"], row["model"], row["defence"]) == (
         "bandwagon", 0.05, "ease", None)
     assert row["target_hr@50_after"] > row["target_hr@50_before"]
+    assert (defended["attack"], defended["model"], defended["defence"]) == (
+        "bandwagon", "ease", "reweight")
+    assert 0.0 <= defended["weight_fake"] <= 1.0 and 0.0 <= defended["weight_real"] <= 1.0
     [detected] = report["detection"]
     assert {"attack", "share", "precision", "recall", "auc"} <= set(detected)
     assert (tmp_path / "m" / "manipulation_lift.png").is_file()

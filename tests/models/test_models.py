@@ -89,3 +89,46 @@ def test_registry_rejects_unknown_names_and_typos():
         create("sasrec_typo")
     with pytest.raises(ValidationError, match="l3"):
         create("ease", {"l3": 1.0})
+
+
+def test_user_weights_enter_ease_and_als_exactly():
+    """EASE: weight 2 is the user counted twice, weight 0 the user removed; ALS: weight 0 is
+    the user's events removed, weights of 1 are no weights."""
+    rng = np.random.default_rng(0)
+    users, items = rng.integers(0, 40, 500), rng.integers(0, 25, 500)
+    events = Interactions.from_arrays(users, items, n_users=40, n_items=25)
+    mine = users == 0
+    without = Interactions.from_arrays(users[~mine], items[~mine], n_users=40, n_items=25)
+    doubled = Interactions.from_arrays(np.r_[users, np.full(mine.sum(), 40)],
+                                       np.r_[items, items[mine]], n_users=41, n_items=25)
+
+    def ease(data, weights=None):
+        model = EASE(EASEConfig(l2=5.0))
+        model.set_user_weights(weights)
+        return model.fit(data).weights_
+
+    zero, two = np.ones(40), np.ones(40)
+    zero[0], two[0] = 0.0, 2.0
+    np.testing.assert_allclose(ease(events, zero), ease(without), atol=1e-6)
+    np.testing.assert_allclose(ease(events, two), ease(doubled), atol=1e-6)
+    assert not np.allclose(ease(events, zero), ease(events))
+
+    def als(data, weights=None):
+        model = ALS(ALSConfig(factors=4, iterations=3))
+        model.set_user_weights(weights)
+        return model.fit(data, seed=0).item_factors_
+
+    np.testing.assert_allclose(als(events, zero), als(without), atol=1e-5)
+    np.testing.assert_allclose(als(events, np.ones(40)), als(events), atol=1e-5)
+
+
+def test_user_weights_are_checked():
+    events = Interactions.from_arrays(np.array([0, 1]), np.array([0, 1]), n_items=2)
+    model = EASE()
+    with pytest.raises(ValueError, match="finite values >= 0"):
+        model.set_user_weights(np.array([1.0, -1.0]))
+    model.set_user_weights(np.ones(3))
+    with pytest.raises(ValueError, match="3 user weights for 2 training users"):
+        model.fit(events)
+    with pytest.raises(NotImplementedError, match="bpr cannot weigh users"):
+        BPR().set_user_weights(np.ones(2))

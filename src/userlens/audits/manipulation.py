@@ -10,6 +10,9 @@ from the literature, adapted to implicit feedback where there are no ratings to 
 - ``segment``: fillers from the targets' segment (items sharing their main genre).
 - ``sequential``: popular items each followed by a target, so a sequence model learns
   "after X comes the target" (the sequential attack LoRec defends against).
+- ``camouflage``: a copy of a real user's history (order kept, at most ``filler`` items)
+  with the targets inserted at random places: the fake accounts look like real people and
+  share nothing with each other but the targets.
 
 Success is the targets' hit rate at 10 and 50 over real users (the share of (user, target)
 pairs where the target is in the user's top-k, users who already have it left out), before
@@ -17,8 +20,15 @@ and after, on the same split; NDCG@10 on the real users' test items is the utili
 
 Detection: a gradient-boosting detector on features of each account's history (length,
 popularity profile, genre entropy, similarity to the most similar other accounts), trained
-on a *different* simulated campaign (other targets, other seed, every attack kind mixed)
-and applied to the attacked data: precision, recall (threshold 0.5) and AUC.
+on a *different* simulated campaign (other targets, other seed) of every *other* attack
+kind, so each attack is unknown to the detector that judges it (LoRec's setting): precision,
+recall (threshold 0.5) and AUC.
+
+Defence ``reweight`` (LoRec, Zhang et al. SIGIR 2024, user-wise reweighting): the model is
+retrained on the attacked data with each training user's weight 1 - p(fake), p from that
+detector, through ``Recommender.set_user_weights`` (the loss of each of the user's positions
+in SASRec, the Gram matrix XᵀWX in EASE, the confidences in ALS). LoRec's calibrator also
+reads LLM embeddings of the items; ours reads the history features above.
 """
 
 from __future__ import annotations
@@ -39,11 +49,13 @@ from userlens.config import ExperimentConfig
 from userlens.data.interactions import Dataset, Histories, Interactions
 from userlens.data.splits import Split
 from userlens.evaluation.runner import evaluate
-from userlens.models.base import Recommender
+from userlens.models.base import Capability, Recommender
 from userlens.models.registry import create
 
-AttackKind = Literal["random", "average", "bandwagon", "segment", "sequential"]
-ATTACKS: tuple[AttackKind, ...] = ("random", "average", "bandwagon", "segment", "sequential")
+AttackKind = Literal["random", "average", "bandwagon", "segment", "sequential", "camouflage"]
+ATTACKS: tuple[AttackKind, ...] = ("random", "average", "bandwagon", "segment", "sequential",
+                                   "camouflage")
+DEFENCES = ("reweight",)
 POPULAR = 50
 
 
@@ -58,12 +70,17 @@ def pick_targets(train: Interactions, n: int, seed: int) -> np.ndarray:
 
 
 def fake_sequences(kind: AttackKind, n_fake: int, filler: int, targets: np.ndarray,
-                   popularity: np.ndarray, groups: ItemGroups, seed: int
-                   ) -> list[np.ndarray]:
-    """One item sequence per fake user, oldest first."""
+                   popularity: np.ndarray, groups: ItemGroups, seed: int,
+                   real: Histories | None = None) -> list[np.ndarray]:
+    """One item sequence per fake user, oldest first (``camouflage`` copies ``real``)."""
     if kind not in ATTACKS:
         raise ValueError(f"unknown attack '{kind}'; known: {', '.join(ATTACKS)}")
     rng = np.random.default_rng(seed)
+    if kind == "camouflage":
+        if real is None or not len(real):
+            raise ValueError("the camouflage attack copies real histories; none were given")
+        return [_camouflaged(real.sequence(int(rng.integers(len(real)))), filler, targets, rng)
+                for _ in range(n_fake)]
     n_items = len(popularity)
     others = np.setdiff1d(np.arange(n_items), targets)
     weights = popularity[others].astype(np.float64) + 1.0
@@ -98,6 +115,17 @@ def fake_sequences(kind: AttackKind, n_fake: int, filler: int, targets: np.ndarr
         rng.shuffle(sequence)
         out.append(sequence)
     return out
+
+
+def _camouflaged(history: np.ndarray, filler: int, targets: np.ndarray,
+                 rng: np.random.Generator) -> np.ndarray:
+    """A real history (at most ``filler`` of its items, order kept, targets removed) with
+    each target inserted at a random place."""
+    history = history[~np.isin(history, targets)]
+    if len(history) > filler:
+        history = history[np.sort(rng.choice(len(history), size=filler, replace=False))]
+    places = np.sort(rng.integers(0, len(history) + 1, size=len(targets)))
+    return np.insert(history, places, rng.permutation(targets))
 
 
 def inject(split: Split, sequences: list[np.ndarray]) -> tuple[Split, np.ndarray]:
@@ -185,20 +213,27 @@ def account_features(events: Interactions, groups: ItemGroups) -> np.ndarray:
 
 
 def train_detector(split: Split, groups: ItemGroups, *, share: float, filler: int,
-                   n_targets: int, seed: int) -> HistGradientBoostingClassifier:
-    """A detector trained on a simulated campaign of every attack kind (its own targets
+                   n_targets: int, seed: int, kinds: tuple[AttackKind, ...] = ATTACKS,
+                   real: Histories | None = None) -> HistGradientBoostingClassifier:
+    """A detector trained on a simulated campaign of the attack ``kinds`` (its own targets
     and seed): the defender does not know the real attack."""
     rng = np.random.default_rng(seed + 1000)
     popularity = split.train.item_counts()
     targets = pick_targets(split.train, n_targets, seed + 1000)
-    n_each = max(1, int(round(share * split.train.n_users / len(ATTACKS))))
-    sequences = [s for kind in ATTACKS for s in fake_sequences(
-        kind, n_each, filler, targets, popularity, groups, int(rng.integers(1 << 30)))]
+    n_each = max(1, int(round(share * split.train.n_users / len(kinds))))
+    sequences = [s for kind in kinds for s in fake_sequences(
+        kind, n_each, filler, targets, popularity, groups, int(rng.integers(1 << 30)), real)]
     attacked, fakes = inject(split, sequences)
     features = account_features(attacked.train, groups)
     labels = np.isin(np.arange(attacked.train.n_users), fakes).astype(int)
     return HistGradientBoostingClassifier(max_iter=200, random_state=seed).fit(features,
                                                                                labels)
+
+
+def fake_probability(detector: HistGradientBoostingClassifier, events: Interactions,
+                     groups: ItemGroups) -> np.ndarray:
+    """(n_users,) the detector's probability that each account of ``events`` is fake."""
+    return detector.predict_proba(account_features(events, groups))[:, 1]
 
 
 def run_manipulation(config: ExperimentConfig, dataset: Dataset, split: Split, *,
@@ -213,10 +248,21 @@ def run_manipulation(config: ExperimentConfig, dataset: Dataset, split: Split, *
     popularity = split.train.item_counts()
     real = np.flatnonzero(np.diff(split.test.to_csr().indptr) > 0)
     histories = joined(split).histories(real)
+    train_histories = split.train.histories()
     filler = options.filler or int(min(100, np.median(split.train.user_counts()[real])))
     entries = [m for m in config.models if not options.models or m.display in options.models]
-    detector = train_detector(split, groups, share=max(options.shares), filler=filler,
-                              n_targets=options.targets, seed=config.seed)
+    detectors: dict[str, HistGradientBoostingClassifier] = {}
+
+    def detector_for(kind: AttackKind) -> HistGradientBoostingClassifier:
+        """Trained on every attack kind but ``kind`` (built once per kind)."""
+        if kind not in detectors:
+            notify("detector", {"unknown_attack": kind})
+            detectors[kind] = train_detector(
+                split, groups, share=max(options.shares), filler=filler,
+                n_targets=options.targets, seed=config.seed,
+                kinds=tuple(k for k in ATTACKS if k != kind), real=train_histories)
+        return detectors[kind]
+
     report: dict = {"name": config.name, "targets": [str(dataset.items.ids[t])
                                                      for t in targets],
                     "filler": filler, "attacks": [], "detection": []}
@@ -229,37 +275,51 @@ def run_manipulation(config: ExperimentConfig, dataset: Dataset, split: Split, *
             clean = create(entry.name, entry.params).fit(split.train, valid=split.valid,
                                                           seed=config.seed)
         before = target_hit_rates(clean, histories, targets)
-        for kind in options.attacks:
+        clean_utility = evaluate(clean, split, [UTILITY], seed=config.seed
+                                 ).summary[UTILITY].mean
+        for kind in options.attacks_by_model.get(entry.display, options.attacks):
             for share in options.shares_by_model.get(entry.display, options.shares):
                 n_fake = max(1, int(round(share * split.train.n_users)))
                 sequences = fake_sequences(kind, n_fake, filler, targets, popularity, groups,
-                                           config.seed)
+                                           config.seed, train_histories)
                 attacked, fakes = inject(split, sequences)
-                notify("fit_start", {"model": entry.display, "attack": kind, "share": share})
-                model = create(entry.name, entry.params).fit(attacked.train,
-                                                              valid=attacked.valid,
-                                                              seed=config.seed)
-                after = target_hit_rates(model, histories, targets)
-                utility = evaluate(model, attacked, [UTILITY], seed=config.seed
-                                   ).summary[UTILITY].mean
-                report["attacks"].append({
-                    "attack": kind, "share": share, "model": entry.display, "defence": None,
-                    "target_hr@50_before": before[50], "target_hr@50_after": after[50],
-                    "target_hr@10_before": before[10], "target_hr@10_after": after[10],
-                    "ndcg@10": utility, "fake_users": len(fakes)})
+                probability = fake_probability(detector_for(kind), attacked.train, groups)
                 if (kind, share) not in detected:
                     detected.add((kind, share))
-                    report["detection"].append(_detection(detector, attacked, fakes, groups,
-                                                          kind, share))
+                    report["detection"].append(_detection(probability, fakes, kind, share))
+                for defence in (None, *options.defences):
+                    model = create(entry.name, entry.params)
+                    weights = None
+                    if defence is not None:
+                        if not model.can(Capability.USER_WEIGHTS):
+                            notify("skip", {"model": entry.display, "defence": defence,
+                                            "reason": "the model cannot weigh users"})
+                            continue
+                        weights = 1.0 - probability
+                        model.set_user_weights(weights)
+                    notify("fit_start", {"model": entry.display, "attack": kind,
+                                         "share": share, "defence": defence})
+                    model.fit(attacked.train, valid=attacked.valid, seed=config.seed)
+                    after = target_hit_rates(model, histories, targets)
+                    utility = evaluate(model, attacked, [UTILITY], seed=config.seed
+                                       ).summary[UTILITY].mean
+                    row = {"attack": kind, "share": share, "model": entry.display,
+                           "defence": defence,
+                           "target_hr@50_before": before[50], "target_hr@50_after": after[50],
+                           "target_hr@10_before": before[10], "target_hr@10_after": after[10],
+                           "ndcg@10": utility, "ndcg@10_before": clean_utility,
+                           "fake_users": len(fakes)}
+                    if weights is not None:
+                        is_fake = np.isin(np.arange(len(weights)), fakes)
+                        row["weight_fake"] = float(weights[is_fake].mean())
+                        row["weight_real"] = float(weights[~is_fake].mean())
+                    report["attacks"].append(row)
     report["seconds"] = time.perf_counter() - started
     return report
 
 
-def _detection(detector, attacked: Split, fakes: np.ndarray, groups: ItemGroups, kind: str,
-               share: float) -> dict:
-    features = account_features(attacked.train, groups)
-    labels = np.isin(np.arange(attacked.train.n_users), fakes).astype(int)
-    probability = detector.predict_proba(features)[:, 1]
+def _detection(probability: np.ndarray, fakes: np.ndarray, kind: str, share: float) -> dict:
+    labels = np.isin(np.arange(len(probability)), fakes).astype(int)
     flagged = (probability >= 0.5).astype(int)
     return {"attack": kind, "share": share,
             "precision": float(precision_score(labels, flagged, zero_division=0)),

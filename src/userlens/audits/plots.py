@@ -79,17 +79,25 @@ def group_gaps(report: dict, path: Path) -> Path:
 
 
 def attack_lift(report: dict, path: Path) -> Path:
-    """Target HR@50 before and after each attack, per share of fake users."""
+    """Target HR@50 before and after each attack, per share of fake users; defended
+    retrainings as crosses in the attack's colour."""
     plt = _pyplot()
     rows = [r for r in report["attacks"] if r["defence"] is None]
+    defended = [r for r in report["attacks"] if r["defence"] is not None]
     models = list(dict.fromkeys(r["model"] for r in rows))
     figure, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
     for axis, model in zip(axes[0], models, strict=True):
         for attack in dict.fromkeys(r["attack"] for r in rows):
             line = sorted((r for r in rows if r["model"] == model and r["attack"] == attack),
                           key=lambda r: r["share"])
-            axis.plot([r["share"] * 100 for r in line],
-                      [r["target_hr@50_after"] for r in line], marker="o", label=attack)
+            (drawn,) = axis.plot([r["share"] * 100 for r in line],
+                                 [r["target_hr@50_after"] for r in line], marker="o",
+                                 label=attack)
+            points = [r for r in defended if r["model"] == model and r["attack"] == attack]
+            if points:
+                axis.scatter([r["share"] * 100 for r in points],
+                             [r["target_hr@50_after"] for r in points], marker="x",
+                             color=drawn.get_color(), label=f"{attack} (defended)")
         axis.axhline(next(r["target_hr@50_before"] for r in rows if r["model"] == model),
                      linestyle="--", color="grey", linewidth=0.8)
         axis.set_title(model)

@@ -133,14 +133,24 @@ def fairness_tables(report: dict) -> list[Table]:
 def manipulation_tables(report: dict) -> list[Table]:
     attacks = Table(title="Injected fake users: target items' HR@50 over real users")
     for column in ("attack", "share", "model", "defence", "HR@50 before", "HR@50 after",
-                   "HR@10 after", "NDCG@10"):
+                   "lift kept", "HR@10 after", "NDCG@10", "clean NDCG@10", "weight fake/real"):
         attacks.add_column(column)
+    undefended = {(r["attack"], r["share"], r["model"]): r for r in report["attacks"]
+                  if r["defence"] is None}
     for row in report["attacks"]:
+        plain = undefended.get((row["attack"], row["share"], row["model"]))
+        lift = plain["target_hr@50_after"] - plain["target_hr@50_before"] if plain else 0.0
+        kept = ((row["target_hr@50_after"] - row["target_hr@50_before"]) / lift
+                if row["defence"] and lift > 0 else None)
+        weights = (f"{row['weight_fake']:.2f} / {row['weight_real']:.3f}"
+                   if "weight_fake" in row else "-")
         attacks.add_row(row["attack"], f"{row['share']:.0%}", row["model"],
                         row["defence"] or "-", f"{row['target_hr@50_before']:.4f}",
                         f"{row['target_hr@50_after']:.4f}",
+                        "-" if kept is None else f"{kept:.0%}",
                         f"{row.get('target_hr@10_after', float('nan')):.4f}",
-                        f"{row['ndcg@10']:.4f}")
+                        f"{row['ndcg@10']:.4f}", f"{row.get('ndcg@10_before', float('nan')):.4f}",
+                        weights)
     detection = Table(title="Fake-user detection")
     for column in ("attack", "share", "precision", "recall", "AUC"):
         detection.add_column(column)

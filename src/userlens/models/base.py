@@ -121,6 +121,9 @@ class Capability(StrEnum):
     contribution to each target's score (item-item models; the scores are their sums)."""
     ORDER = "order"
     """Scores depend on the order of the history (sequence models), not only on its set."""
+    USER_WEIGHTS = "user_weights"
+    """``set_user_weights(weights)``: the next ``fit`` weighs each training user's events
+    (their share of the loss, the Gram matrix or the confidences) by the user's weight."""
 
 
 ArraySpec = tuple[tuple[int | None, ...], str]
@@ -192,6 +195,7 @@ class Recommender(ABC):
         self.config = config if config is not None else self.config_class()
         self.n_items_: int | None = None
         self.popularity_: np.ndarray | None = None
+        self._user_weights: np.ndarray | None = None
 
     # ------------------------------------------------------------------ to implement
 
@@ -252,11 +256,37 @@ class Recommender(ABC):
         """Have ``fit`` call ``callback`` after each epoch (EPOCHS models)."""
         raise NotImplementedError(f"{self.name} does not train in epochs")
 
+    def set_user_weights(self, weights: np.ndarray | None) -> None:
+        """Weigh each training user's events by ``weights[user]`` (>= 0; 1 is as usual, 0
+        leaves the user out) in the next ``fit``; None weighs everyone 1
+        (``Capability.USER_WEIGHTS`` models only). The length is checked against the
+        training data's users at ``fit``."""
+        if not self.can(Capability.USER_WEIGHTS):
+            raise NotImplementedError(f"{self.name} cannot weigh users")
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            if weights.ndim != 1 or not np.isfinite(weights).all() or (weights < 0).any():
+                raise ValueError("user weights must be a 1-D array of finite values >= 0")
+        self._user_weights = weights
+
     # ------------------------------------------------------------------ shared
 
+    def _weights_of_users(self, train: Interactions) -> np.ndarray | None:
+        """The weights set for this fit, checked against ``train``'s users (None: all 1)."""
+        if self._user_weights is None:
+            return None
+        if len(self._user_weights) != train.n_users:
+            raise ValueError(f"{self.name}: {len(self._user_weights):,} user weights for "
+                             f"{train.n_users:,} training users")
+        return self._user_weights
+
     def _fit_popularity(self, train: Interactions) -> None:
+        """Training event counts (each event weighted by its user's weight when set)."""
         self.n_items_ = train.n_items
-        self.popularity_ = train.item_counts().astype(np.float32)
+        weights = self._weights_of_users(train)
+        counts = train.item_counts() if weights is None else np.bincount(
+            train.item_idx, weights=weights[train.user_idx], minlength=train.n_items)
+        self.popularity_ = counts.astype(np.float32)
 
     def _check_fitted(self, histories: Histories) -> None:
         if self.n_items_ is None:

@@ -151,13 +151,14 @@ class EASE(Recommender):
     """Embarrassingly Shallow Autoencoder (Steck, WWW 2019), closed form.
 
     B = I - P diag(1 / diag(P)) with P = (XᵀX + λI)⁻¹, so diag(B) = 0; scores = X_u B.
+    With user weights W the Gram matrix is XᵀWX (each user's rows count w_u times).
     The inverse goes through a Cholesky factorisation (XᵀX + λI is symmetric positive
     definite), which is about twice as fast as a general inverse.
     """
 
     name = "ease"
     config_class = EASEConfig
-    capabilities = frozenset({Capability.ITEM_WEIGHTS})
+    capabilities = frozenset({Capability.ITEM_WEIGHTS, Capability.USER_WEIGHTS})
 
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
@@ -166,7 +167,9 @@ class EASE(Recommender):
             raise MemoryError(f"ease: {train.n_items:,} items needs a dense {train.n_items:,}²"
                               f" matrix; limit is max_items={self.config.max_items:,}")
         matrix = train.to_csr()
-        gram = (matrix.T @ matrix).toarray().astype(np.float64)
+        weights = self._weights_of_users(train)
+        weighted = matrix if weights is None else sp.diags(weights) @ matrix
+        gram = (matrix.T @ weighted).toarray().astype(np.float64)  # Xᵀ W X
         gram[np.diag_indices_from(gram)] += self.config.l2
         factor, _ = scipy.linalg.lapack.dpotrf(gram, lower=False, overwrite_a=True)
         precision, info = scipy.linalg.lapack.dpotri(factor, lower=False, overwrite_c=True)

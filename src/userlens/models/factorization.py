@@ -69,7 +69,7 @@ class ALS(Recommender):
 
     name = "als"
     config_class = ALSConfig
-    capabilities = frozenset({Capability.EMBEDDINGS})
+    capabilities = frozenset({Capability.EMBEDDINGS, Capability.USER_WEIGHTS})
 
     def _build(self, seed: int):
         from implicit.cpu.als import AlternatingLeastSquares
@@ -83,6 +83,10 @@ class ALS(Recommender):
             seed: int = 0) -> Self:
         self._fit_popularity(train)
         user_items = train.to_csr(binary=not self.config.use_values)
+        weights = self._weights_of_users(train)
+        if weights is not None:  # confidences scaled by the user's weight; 0 drops the user
+            user_items = (sp.diags(weights) @ user_items).tocsr()
+            user_items.eliminate_zeros()
         with threadpool_limits(1, "blas"):  # implicit parallelises itself
             model = self._build(seed)
             model.fit(user_items, show_progress=False)
@@ -164,6 +168,7 @@ class BPR(ALS):
 
     name = "bpr"
     config_class = BPRConfig
+    capabilities = frozenset({Capability.EMBEDDINGS})  # implicit's BPR samples, no weights
 
     def fit(self, train: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from tests.models.contract import ModelContract, cycle_walks
 from userlens.data import leave_one_out
-from userlens.data.interactions import Histories
+from userlens.data.interactions import Histories, Interactions
 from userlens.evaluation import evaluate
 from userlens.models import create
 from userlens.models.base import top_k
@@ -352,3 +352,60 @@ def test_global_loss_mean_weighs_every_position_the_same(loss_mean):
     else:  # each batch averages its own positions: the 4 short ones weigh 9x more
         assert float(total) == pytest.approx(float(per_position[short].mean()
                                                    + per_position[long].mean()), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce", "gbce"])
+def test_weighted_losses_are_the_mean_of_weighted_positions(loss):
+    """Each position's loss times its weight, averaged over positions; weight 1 changes
+    nothing and the chunked cross-entropy's gradient is the reference one."""
+    torch.manual_seed(0)
+    hidden = torch.randn(23, 8, requires_grad=True)
+    weights = torch.randn(15, 8, requires_grad=True)
+    targets = torch.randint(0, 15, (23,))
+    sample_weight = torch.rand(23)
+    negatives = torch.randint(0, 15, (23, 4))
+
+    def value(h, w):
+        if loss == "ce":
+            return losses.full_cross_entropy(hidden, targets, weights, chunk=5, sample_weight=w)
+        if loss == "sampled_softmax":
+            return losses.sampled_softmax(hidden, targets, weights, torch.arange(15),
+                                          sample_weight=w)
+        if loss == "bce":
+            return losses.binary_cross_entropy(hidden, targets, weights, negatives,
+                                               sample_weight=w)
+        return losses.gbce(hidden, targets, weights, negatives, 0.75, 15, sample_weight=w)
+
+    per_position = torch.stack([value(hidden, torch.eye(23)[t]) * 23 for t in range(23)])
+    weighted = value(hidden, sample_weight)
+    torch.testing.assert_close(weighted, (per_position * sample_weight).mean())
+    torch.testing.assert_close(value(hidden, torch.ones(23)), value(hidden, None))
+    if loss == "ce":
+        weighted.backward()
+        grads = hidden.grad.clone(), weights.grad.clone()
+        hidden.grad, weights.grad = None, None
+        reference = (F.cross_entropy(hidden @ weights.T, targets, reduction="none")
+                     * sample_weight).mean()
+        reference.backward()
+        torch.testing.assert_close(grads[0], hidden.grad)
+        torch.testing.assert_close(grads[1], weights.grad)
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_a_user_weighted_zero_teaches_the_model_nothing(name):
+    """150 fake users hold 3 -> 9 (item 9 is nowhere else; real users walk a cycle, 3 -> 4):
+    unweighted, the model follows them after 3; with their weight 0 item 9 falls out."""
+    real = cycle_walks(40, 9, 12, seed=0)
+    n_fake = 150
+    events = Interactions.from_arrays(np.r_[real.user_idx, np.repeat(np.arange(40, 40 + n_fake),
+                                                                      2)],
+                                      np.r_[real.item_idx, np.tile([3, 9], n_fake)], n_items=10)
+    history = Histories.from_lists([[3]], n_items=10)
+    config = TINY
+    plain = create(name, config).fit(events, seed=0)
+    weighted = create(name, config)
+    weighted.set_user_weights(np.r_[np.ones(40), np.zeros(n_fake)])
+    weighted.fit(events, seed=0)
+    assert plain.recommend(history, k=1, exclude=False)[0][0, 0] == 9
+    top = weighted.recommend(history, k=10, exclude=False)[0][0].tolist()
+    assert top.index(9) >= 5

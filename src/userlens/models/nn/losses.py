@@ -1,7 +1,9 @@
 """Next-item losses as plain functions of hidden states, targets and item weights.
 
 All take ``hidden`` (T, D) for the T positions that have a target, ``targets`` (T,) item
-indices in [0, n_items), and ``weights`` (n_items, D) output item embeddings.
+indices in [0, n_items), and ``weights`` (n_items, D) output item embeddings; an optional
+``sample_weight`` (T,) multiplies each position's loss before the mean over the T positions
+(user-wise reweighting: LoRec's calibrated weights, see :mod:`userlens.audits.manipulation`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, weights, targets, chunk):  # noqa: D102
+    def forward(ctx, hidden, weights, targets, chunk, sample_weight):  # noqa: D102
         count = hidden.shape[0]
         log_norm = torch.empty(count, dtype=hidden.dtype, device=hidden.device)
         total = hidden.new_zeros(())
@@ -30,14 +32,17 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             logits = hidden[start:start + chunk] @ weights.T  # (c, n_items)
             norm = torch.logsumexp(logits, dim=1)
             log_norm[start:start + chunk] = norm
-            total += (norm - logits.gather(1, targets[start:start + chunk, None])[:, 0]).sum()
-        ctx.save_for_backward(hidden, weights, targets, log_norm)
+            losses = norm - logits.gather(1, targets[start:start + chunk, None])[:, 0]
+            if sample_weight is not None:
+                losses = losses * sample_weight[start:start + chunk]
+            total += losses.sum()
+        ctx.save_for_backward(hidden, weights, targets, log_norm, sample_weight)
         ctx.chunk = chunk
         return total / max(count, 1)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
-        hidden, weights, targets, log_norm = ctx.saved_tensors
+        hidden, weights, targets, log_norm, sample_weight = ctx.saved_tensors
         count, chunk = hidden.shape[0], ctx.chunk
         grad_hidden = torch.empty_like(hidden)
         grad_weights = torch.zeros_like(weights)
@@ -48,21 +53,34 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             probs.sub_(log_norm[start:start + chunk, None]).exp_()
             probs[torch.arange(len(rows), device=rows.device), targets[start:start + chunk]] -= 1
             probs.mul_(scale)
+            if sample_weight is not None:
+                probs.mul_(sample_weight[start:start + chunk, None])
             grad_hidden[start:start + chunk] = probs @ weights
             grad_weights.addmm_(probs.T, rows)
-        return grad_hidden, grad_weights, None, None
+        return grad_hidden, grad_weights, None, None, None
 
 
 def full_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                       chunk: int = 256) -> torch.Tensor:
+                       chunk: int = 256, sample_weight: torch.Tensor | None = None
+                       ) -> torch.Tensor:
     """Softmax cross-entropy over every item (Klenitskiy & Vasilev, RecSys 2023)."""
     if hidden.dtype != weights.dtype:
         hidden = hidden.to(weights.dtype)
-    return _ChunkedCrossEntropy.apply(hidden, weights, targets, chunk)
+    if sample_weight is not None:
+        sample_weight = sample_weight.to(weights.dtype)
+    return _ChunkedCrossEntropy.apply(hidden, weights, targets, chunk, sample_weight)
+
+
+def _weighted_mean(losses: torch.Tensor, sample_weight: torch.Tensor | None) -> torch.Tensor:
+    """(T,) per-position losses -> their mean, each multiplied by its weight first."""
+    if sample_weight is not None:
+        losses = losses * sample_weight.to(losses.dtype)
+    return losses.mean()
 
 
 def sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                    negatives: torch.Tensor, log_q: torch.Tensor | None = None) -> torch.Tensor:
+                    negatives: torch.Tensor, log_q: torch.Tensor | None = None,
+                    sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over the target and negatives shared by the batch.
 
     Args:
@@ -79,7 +97,8 @@ def sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.
     negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1),
                                     float("-inf"))
     logits = torch.cat([positive, negative], dim=1)  # (T, 1 + N)
-    return F.cross_entropy(logits, torch.zeros_like(targets))
+    return _weighted_mean(F.cross_entropy(logits, torch.zeros_like(targets), reduction="none"),
+                          sample_weight)
 
 
 def negative_logits(hidden: torch.Tensor, weights: torch.Tensor,
@@ -96,27 +115,27 @@ def negative_logits(hidden: torch.Tensor, weights: torch.Tensor,
 
 
 def _weighted_bce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                  negatives: torch.Tensor, beta: float,
-                  bias: torch.Tensor | float) -> torch.Tensor:
+                  negatives: torch.Tensor, beta: float, bias: torch.Tensor | float,
+                  sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """-β log σ(s+ + b) - Σ log(1 - σ(s- + b)), averaged over positions."""
     positive = (hidden * weights[targets]).sum(dim=1) + bias  # (T,)
     negative = F.softplus(negative_logits(hidden, weights, negatives) + bias)  # (T, K)
     # negatives are drawn from all items; drop accidental hits on the target
     negative = negative.masked_fill(negatives == targets.unsqueeze(1), 0.0)
     # -log σ(s)^β = β softplus(-s): exact, and stable for any s.
-    return (beta * F.softplus(-positive) + negative.sum(dim=1)).mean()
+    return _weighted_mean(beta * F.softplus(-positive) + negative.sum(dim=1), sample_weight)
 
 
 def binary_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
-                         negatives: torch.Tensor,
-                         bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+                         negatives: torch.Tensor, bias: torch.Tensor | float = 0.0,
+                         sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """SASRec's original loss: -log σ(s+) - Σ log(1 - σ(s-)) with per-position negatives.
 
     Args:
         negatives: (T, K) negatives of each position.
         bias: a global offset added to every logit (see :func:`initial_logit_bias`).
     """
-    return _weighted_bce(hidden, targets, weights, negatives, 1.0, bias)
+    return _weighted_bce(hidden, targets, weights, negatives, 1.0, bias, sample_weight)
 
 
 def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
@@ -127,14 +146,15 @@ def gbce_beta(n_negatives: int, n_items: int, t: float) -> float:
 
 def gbce(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
          negatives: torch.Tensor, t: float, n_items: int,
-         bias: torch.Tensor | float = 0.0) -> torch.Tensor:
+         bias: torch.Tensor | float = 0.0,
+         sample_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Generalised BCE (Petrov & Macdonald, RecSys 2023): -β log σ(s+) - Σ log(1 - σ(s-)).
 
     The positive's probability is raised to β, which undoes the overconfidence that
     negative sampling induces; t = 0 is plain BCE (β = 1), t = 1 calibrates fully.
     """
     beta = gbce_beta(negatives.shape[1], n_items, t)
-    return _weighted_bce(hidden, targets, weights, negatives, beta, bias)
+    return _weighted_bce(hidden, targets, weights, negatives, beta, bias, sample_weight)
 
 
 def initial_logit_bias(loss: str, n_negatives: int, n_items: int, t: float) -> float:

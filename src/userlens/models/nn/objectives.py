@@ -45,21 +45,25 @@ class NextItemObjective:
         self.sampling_probs = (counts / counts.sum()).float()
 
     def __call__(self, module: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-                 generator: torch.Generator) -> torch.Tensor:
-        loss = self.mean_loss(module, hidden, targets, generator)
+                 generator: torch.Generator, sample_weight: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        loss = self.mean_loss(module, hidden, targets, generator, sample_weight)
         if self.config.loss_mean == "global":
             loss = loss * (len(targets) / self.targets_per_batch)
         return loss
 
     def mean_loss(self, module: nn.Module, hidden: torch.Tensor, targets: torch.Tensor,
-                  generator: torch.Generator) -> torch.Tensor:
-        """The configured loss averaged over the T targets."""
+                  generator: torch.Generator, sample_weight: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+        """The configured loss averaged over the T targets (each multiplied by its
+        ``sample_weight`` first, when given)."""
         c = self.config
         weights = module.item_weights()  # (n_items, D)
         n_items = weights.shape[0]
         hidden = hidden.float()
         if c.loss == "ce":
-            return losses.full_cross_entropy(hidden, targets, weights)
+            return losses.full_cross_entropy(hidden, targets, weights,
+                                             sample_weight=sample_weight)
         if c.loss == "sampled_softmax":
             if c.negative_sampler == "popularity":
                 negatives = torch.multinomial(self.sampling_probs, c.n_negatives,
@@ -69,10 +73,12 @@ class NextItemObjective:
                 negatives = torch.randint(n_items, (c.n_negatives,), generator=generator)
                 log_q = None
             return losses.sampled_softmax(hidden, targets, weights,
-                                          negatives.to(self.device), log_q)
+                                          negatives.to(self.device), log_q, sample_weight)
         negatives = torch.randint(n_items, (len(targets), c.n_negatives),
                                   generator=generator).to(self.device)
         bias = module.logit_bias if c.logit_bias else 0.0
         if c.loss == "bce":
-            return losses.binary_cross_entropy(hidden, targets, weights, negatives, bias)
-        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items, bias)
+            return losses.binary_cross_entropy(hidden, targets, weights, negatives, bias,
+                                               sample_weight)
+        return losses.gbce(hidden, targets, weights, negatives, c.gbce_t, n_items, bias,
+                           sample_weight)

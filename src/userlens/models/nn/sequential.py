@@ -58,6 +58,11 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, k: int) -> torch.T
     return ranks
 
 
+def _positions(weights: torch.Tensor | None, where: torch.Tensor) -> torch.Tensor | None:
+    """(B,) sequence weights -> one per selected position of a (B, L) mask (or None)."""
+    return None if weights is None else weights[:, None].expand(where.shape)[where]
+
+
 class SequentialRecommender(Recommender):
     """Shared machinery: sequences from interactions, training, validation, scoring.
 
@@ -68,7 +73,7 @@ class SequentialRecommender(Recommender):
 
     config: SequentialConfig
     capabilities = frozenset({Capability.EMBEDDINGS, Capability.ORDER, Capability.DISTRIBUTED,
-                              Capability.EPOCHS})
+                              Capability.EPOCHS, Capability.USER_WEIGHTS})
 
     def __init__(self, config: SequentialConfig | None = None) -> None:
         super().__init__(config)
@@ -105,13 +110,15 @@ class SequentialRecommender(Recommender):
         return tokens[-self.config.max_len:]
 
     def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
-                    generator: torch.Generator) -> torch.Tensor:
+                    generator: torch.Generator, weights: torch.Tensor | None
+                    ) -> torch.Tensor:
         """Next-item loss at every position of each sequence (causal models)."""
         inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
         targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
         hidden = model(inputs)  # (B, L, D)
         has_target = targets != PAD
-        return self._loss(hidden[has_target], targets[has_target] - 1, generator)
+        return self._loss(hidden[has_target], targets[has_target] - 1, generator,
+                          _positions(weights, has_target))
 
     # ------------------------------------------------------------------ shared
 
@@ -119,10 +126,10 @@ class SequentialRecommender(Recommender):
         """Average number of training targets in a sequence of each training length."""
         return float(np.mean(lengths - 1))  # causal: every position but the first
 
-    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor,
-              generator: torch.Generator) -> torch.Tensor:
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
+              sample_weight: torch.Tensor | None = None) -> torch.Tensor:
         """(T, D) hidden states and (T,) item targets -> the configured objective."""
-        return self.objective_(self.module_, hidden, targets, generator)
+        return self.objective_(self.module_, hidden, targets, generator, sample_weight)
 
     def _make_module(self, n_items: int) -> nn.Module:
         """The model's module, with the global logit offset the BCE losses train."""
@@ -139,7 +146,9 @@ class SequentialRecommender(Recommender):
         histories = train_events.histories()
         sequences = [self._training_sequences(histories.sequence(u).astype(np.int64) + 1)
                      for u in range(len(histories))]
-        sequences = [s for s in sequences if len(s) >= self._min_training_length]
+        kept = np.array([len(s) >= self._min_training_length for s in sequences], bool)
+        sequences = [s for s, keep in zip(sequences, kept, strict=True) if keep]
+        user_weights = self._weights_of_users(train_events)
         if not sequences:
             raise ValueError(f"{self.name}: no user has {self._min_training_length}+ events "
                              "to train on")
@@ -151,7 +160,9 @@ class SequentialRecommender(Recommender):
         validate = self._validator(train_events, valid, seed) if valid is not None and len(
             valid) else None
         history = train(self.module_, sequences, self._batch_loss, validate, c.training(),
-                        seed=seed, device=self.device_, on_epoch=self._epoch_callback)
+                        seed=seed, device=self.device_, on_epoch=self._epoch_callback,
+                        sequence_weights=None if user_weights is None
+                        else user_weights[kept])
         self.training_ = history.to_dict()
         return self
 
@@ -337,12 +348,14 @@ class BERT4Rec(SequentialRecommender):
         return tokens.masked_fill(mask, self.mask_token), mask
 
     def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
-                    generator: torch.Generator) -> torch.Tensor:
+                    generator: torch.Generator, weights: torch.Tensor | None
+                    ) -> torch.Tensor:
         tokens = torch.from_numpy(pad_right(batch))
         inputs, mask = self.cloze(tokens, generator)
         hidden = model(inputs.to(self.device_))  # (B, L, D)
         mask = mask.to(self.device_)
-        return self._loss(hidden[mask], tokens.to(self.device_)[mask] - 1, generator)
+        return self._loss(hidden[mask], tokens.to(self.device_)[mask] - 1, generator,
+                          _positions(weights, mask))
 
 
 class GRU4Rec(SequentialRecommender):

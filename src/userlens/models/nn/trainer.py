@@ -2,9 +2,10 @@
 
 The trainer owns epochs, batching, devices, distributed data parallelism and checkpoint
 restore; the model wrapper supplies ``batch_loss`` (the math) and ``validate`` (NDCG@10 on
-held-out next items). Under ``torch.distributed`` each rank trains on its share of batches
-(DDP averages the gradients) and validates on its share of users; the NDCG sums are
-all-reduced, so every rank takes the same early-stopping decision and keeps the same weights.
+held-out next items); optional per-sequence weights reach ``batch_loss`` with each batch.
+Under ``torch.distributed`` each rank trains on its share of batches (DDP averages the
+gradients) and validates on its share of users; the NDCG sums are all-reduced, so every rank
+takes the same early-stopping decision and keeps the same weights.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from torch import nn
 from userlens.models.sequential_config import TrainingConfig
 
 logger = logging.getLogger(__name__)
+
+BatchLoss = Callable[[nn.Module, list[np.ndarray], torch.Generator, torch.Tensor | None],
+                     torch.Tensor]
+"""(model, batch of sequences, generator, (B,) sequence weights or None) -> scalar loss."""
 
 
 @dataclass
@@ -77,15 +82,19 @@ def pad_right(sequences: list[np.ndarray], width: int | None = None) -> np.ndarr
 def train(
     module: nn.Module,
     sequences: list[np.ndarray],
-    batch_loss: Callable[[nn.Module, list[np.ndarray], torch.Generator], torch.Tensor],
+    batch_loss: BatchLoss,
     validate: Callable[[], float] | None,
     config: TrainingConfig,
     *,
     seed: int,
     device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
+    sequence_weights: np.ndarray | None = None,
 ) -> TrainingHistory:
-    """Train ``module`` in place; the best validated weights are restored at the end."""
+    """Train ``module`` in place; the best validated weights are restored at the end.
+
+    ``sequence_weights`` (one per sequence) are handed to ``batch_loss`` as a (B,) float32
+    tensor on ``device`` with each batch (None when not given)."""
     c = config
     rank, world_size = world()
     rng = np.random.default_rng(seed)
@@ -115,7 +124,9 @@ def train(
         total_loss, n_sequences = 0.0, 0
         for batch in batches:
             with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=c.amp):
-                loss = batch_loss(model, [sequences[i] for i in batch], generator)
+                weights = None if sequence_weights is None else torch.from_numpy(
+                    sequence_weights[batch].astype(np.float32)).to(device)
+                loss = batch_loss(model, [sequences[i] for i in batch], generator, weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if c.grad_clip is not None:

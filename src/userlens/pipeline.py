@@ -13,9 +13,16 @@ import polars as pl
 
 from userlens.config import DataConfig, SplitConfig
 from userlens.data import filters
-from userlens.data.datasets import DEFAULT_DATA_HOME, resolve
+from userlens.data.datasets import DEFAULT_DATA_HOME, REGISTRY, resolve
 from userlens.data.interactions import Dataset
-from userlens.data.readers import DataFormatError, align_catalog, read, read_frame
+from userlens.data.readers import (
+    ColumnMap,
+    DataFormatError,
+    align_catalog,
+    read,
+    read_frame,
+    read_movielens_metadata,
+)
 from userlens.data.splits import Split, leave_one_out, temporal, user_holdout
 
 logger = logging.getLogger(__name__)
@@ -35,8 +42,8 @@ def read_source(config: DataConfig, *, mirror: Path | None = None,
     if frame is not None:
         dataset = read_frame(frame, config.columns)
     elif config.dataset is not None:
-        path, data_format = resolve(config.dataset, mirror=mirror, data_home=data_home)
-        dataset = read(path, data_format, config.columns, separator=config.separator)
+        dataset = read_registered(config.dataset, mirror=mirror, data_home=data_home,
+                                  columns=config.columns, separator=config.separator)
     elif config.path is not None:
         dataset = read(Path(config.path), config.format, config.columns,
                        separator=config.separator)
@@ -44,6 +51,21 @@ def read_source(config: DataConfig, *, mirror: Path | None = None,
         raise ValueError("data: give data.path or data.dataset (or pass a DataFrame)")
     if config.items is not None:
         dataset = attach_catalog(dataset, Path(config.items), config.item_columns)
+    return dataset
+
+
+def read_registered(name: str, *, mirror: Path | None = None,
+                    data_home: Path = DEFAULT_DATA_HOME, columns: ColumnMap | None = None,
+                    separator: str | None = None) -> Dataset:
+    """A registered dataset read from the mirror or the data home, with the MovieLens
+    metadata its registry entry points to (through its id maps) when the mirror has it."""
+    path, data_format = resolve(name, mirror=mirror, data_home=data_home)
+    dataset = read(path, data_format, columns, separator=separator)
+    info = REGISTRY[name]
+    if info.metadata and mirror is not None and (mirror / info.metadata).is_dir():
+        maps = [mirror / m for m in info.id_maps] if info.id_maps else [None, None]
+        dataset = read_movielens_metadata(mirror / info.metadata, dataset, item_map=maps[0],
+                                          user_map=maps[1])
     return dataset
 
 

@@ -166,3 +166,25 @@ def test_external_histories_skip_and_count_unknown_items(tmp_path):
     assert skipped == 2
     assert data.items.external(histories.sequence(0)) == ["a", "c"]
     assert histories.lengths().tolist() == [2, 0, 0]
+
+
+def test_ml1m_sasrec_is_the_published_file_with_metadata_through_the_id_maps(shared_data):
+    """SASRec's ml-1m.txt: 6,040 / 3,416 / 999,611; titles, genres and demographics joined
+    through the id maps (SASRec's user 1 is MovieLens user 5988, its item 1 movie 1198)."""
+    from userlens.pipeline import read_registered
+
+    data = read_registered("ml-1m-sasrec", mirror=shared_data)
+    events = data.interactions
+    assert (events.n_users, events.n_items, len(events)) == (6040, 3416, 999_611)
+    assert not events.has_time  # order only: the file has no timestamps
+    catalog = data.catalog.frame
+    assert catalog["title"].null_count() == 0 and catalog["categories"].null_count() == 0
+    movies = (shared_data / "ml-1m" / "movies.dat").read_text(encoding="latin-1")
+    original_1198 = next(line for line in movies.splitlines() if line.startswith("1198::"))
+    first = data.items.index_of("1")
+    assert catalog["title"][int(first)] == original_1198.split("::")[1]
+    users = (shared_data / "ml-1m" / "users.dat").read_text().splitlines()
+    gender, age = next(line for line in users if line.startswith("5988::")).split("::")[1:3]
+    row = data.user_table.frame.row(data.users.index_of("1"), named=True)
+    assert (row["gender"], row["age"]) == (gender, age)
+    assert data.user_table.frame["gender"].null_count() == 0

@@ -210,10 +210,15 @@ def describe(
             dataset = load_data(load_config(data).data, mirror=_mirror(),
                                 data_home=_data_home())
             path = Path(data)
+        elif data in REGISTRY:
+            from userlens.pipeline import read_registered
+
+            path = resolve(data, mirror=_mirror(), data_home=_data_home())[0]
+            dataset = read_registered(data, mirror=_mirror(), data_home=_data_home(),
+                                      columns=column_map)
         else:
-            path, data_format = (resolve(data, mirror=_mirror(), data_home=_data_home())
-                                 if data in REGISTRY else (Path(data), format))
-            dataset = read(path, data_format, column_map or ColumnMap())
+            path = Path(data)
+            dataset = read(path, format, column_map or ColumnMap())
         if min_item_interactions or min_user_interactions:
             dataset = filters.k_core(dataset, min_user_interactions, min_item_interactions)
     except _user_errors() as error:

@@ -34,6 +34,11 @@ class DatasetInfo:
     mirror_file: str | None = None
     """Path inside a mirror folder (``shared/data`` layout), when it differs."""
     mirror_format: str | None = None
+    metadata: str | None = None
+    """Mirror folder with MovieLens ``movies.dat`` / ``users.dat`` describing these items and
+    users (through ``id_maps`` when the ids differ)."""
+    id_maps: tuple[str, str] | None = None
+    """Mirror files of ``dataset_id original_id`` lines for the items and the users."""
 
 
 REGISTRY: dict[str, DatasetInfo] = {
@@ -54,6 +59,16 @@ REGISTRY: dict[str, DatasetInfo] = {
             "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
             "md5:c4d9eecfca2ab87c1945afe126590906", "ml-1m/ratings.dat", "movielens",
             mirror_file="ml-1m/ml-1m_user_sequences.tsv.gz", mirror_format="sequences"),
+        DatasetInfo(
+            "ml-1m-sasrec", "MovieLens 1M exactly as SASRec published it (ml-1m.txt, user item "
+            "lines; the file behind the published full-ranking numbers), with titles, genres and "
+            "demographics through id maps",
+            "999,611 events / 6,040 users / 3,416 items (items with >= 5 ratings)",
+            "GroupLens research licence (non-commercial, cite Harper & Konstan 2015)",
+            "https://github.com/kang205/SASRec", None, None, "ml-1m-sasrec/ml-1m.txt",
+            "sequences", mirror_file="ml-1m-sasrec/ml-1m.txt", metadata="ml-1m",
+            id_maps=("ml-1m-sasrec/sas_to_original_items.txt",
+                     "ml-1m-sasrec/sas_to_original_users.txt")),
         DatasetInfo(
             "ml-latest-small", "MovieLens latest-small ratings and tags",
             "100,836 events / 610 users / 9,742 items",

@@ -424,19 +424,42 @@ def read_movielens(path: str | Path, *, name: str | None = None) -> Dataset:
                          user_table=users)
 
 
-def read_movielens_metadata(folder: str | Path, dataset: Dataset) -> Dataset:
-    """Attach ML-1M-style ``movies.dat``/``users.dat`` found in ``folder`` to a dataset."""
+def read_movielens_metadata(folder: str | Path, dataset: Dataset, *,
+                            item_map: Path | None = None,
+                            user_map: Path | None = None) -> Dataset:
+    """Attach ML-1M-style ``movies.dat``/``users.dat`` found in ``folder`` to a dataset.
+
+    ``item_map`` / ``user_map``: files of ``dataset_id original_id`` lines, for a dataset
+    whose ids were renumbered (SASRec's ml-1m.txt); without them the ids are MovieLens'."""
     folder = Path(folder)
     if (folder / "movies.dat").exists():
         movies = _split_double_colon(folder / "movies.dat", ["item_id", "title", "genres"])
+        movies = _renumbered(movies, item_map, "item_id")
         dataset.catalog = align_catalog(
             movies.select("item_id", "title", pl.col("genres").str.split("|").alias("categories")),
             dataset.items)
     if (folder / "users.dat").exists():
         users = _split_double_colon(folder / "users.dat",
                                     ["user_id", "gender", "age", "occupation", "zip"])
-        dataset.user_table = _align_users(users.drop("_line"), dataset.users)
+        dataset.user_table = _align_users(_renumbered(users, user_map, "user_id").drop("_line"),
+                                          dataset.users)
     return dataset
+
+
+def _renumbered(table: pl.DataFrame, id_map: Path | None, column: str) -> pl.DataFrame:
+    """``table`` with ``column`` translated from original ids to the dataset's ids through a
+    file of ``dataset_id original_id`` lines (rows without a dataset id dropped)."""
+    if id_map is None:
+        return table
+    pairs = _read_lines_table(id_map, ["text"], 1, separator="\x1f", quote_char=None)
+    fields = pairs["text"].str.strip_chars().str.split(" ")
+    bad = pairs.filter(fields.list.len() != 2).head(1)
+    if bad.height:
+        raise DataFormatError(f"{id_map}, line {bad['_line'][0]}: expected 'dataset_id "
+                              "original_id'")
+    mapping = pl.DataFrame({"_new": fields.list.get(0), column: fields.list.get(1)})
+    return (table.join(mapping, on=column, how="inner", maintain_order="left")
+            .drop(column).rename({"_new": column}))
 
 
 # --------------------------------------------------------------------------- RecBole atomic

@@ -242,8 +242,8 @@ def compare(args) -> None:
                 f"{row['current']['median_requests_per_s']:.0f} "
                 f"(x{row['throughput_ratio']:.2f})")
             result[f"{model}_c{connections}"] = row
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_http_compare.json").write_text(json.dumps(result, indent=2))
+            args.out.mkdir(parents=True, exist_ok=True)  # after each level: a long series
+            (args.out / "serve_http_compare.json").write_text(json.dumps(result, indent=2))
     log(f"wrote {args.out / 'serve_http_compare.json'}")
 
 

@@ -55,7 +55,6 @@ from userlens.models.registry import create
 AttackKind = Literal["random", "average", "bandwagon", "segment", "sequential", "camouflage"]
 ATTACKS: tuple[AttackKind, ...] = ("random", "average", "bandwagon", "segment", "sequential",
                                    "camouflage")
-DEFENCES = ("reweight",)
 POPULAR = 50
 
 

@@ -227,6 +227,61 @@ class AuditConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrin
     manipulation: ManipulationAuditConfig = ManipulationAuditConfig()
 
 
+# --------------------------------------------------------------------- conversation
+
+PolicyName = Literal["abs_greedy", "max_entropy", "scpr", "ear"]
+
+
+class EstimatorConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    dim: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=0.01, gt=0)
+    l2: float = Field(default=1e-5, ge=0)
+    """Adam weight decay on every embedding."""
+    batch_size: int = Field(default=1024, gt=0)
+    max_epochs: int = Field(default=50, gt=0)
+    patience: int = Field(default=5, gt=0)
+    """Epochs without a better validation score before training stops."""
+    attribute_weight: float = Field(default=1.0, ge=0)
+    """Weight of the attribute BPR loss next to the item loss."""
+    max_known: int = Field(default=8, gt=0)
+    """Most confirmed attributes sampled per training pair."""
+    item_content: bool = True
+    """Item vector = own embedding + mean content embedding of its attributes (cold items
+    get a vector); False is EAR's FM (item embedding alone)."""
+    threads: int | None = Field(default=None, gt=0)
+
+
+class PolicyTraining(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    episodes: int = Field(default=3000, gt=0)
+    """Simulated training conversations (training pairs drawn at random)."""
+    eval_every: int = Field(default=500, gt=0)
+    valid_pairs: int = Field(default=500, gt=0)
+    """Validation pairs played at each check (a fixed sample)."""
+    hidden: int = Field(default=64, gt=0)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    epsilon: float = Field(default=0.1, ge=0, le=1)
+    """DQN exploration rate while training (SCPR)."""
+    gamma: float = Field(default=0.999, gt=0, le=1)
+
+
+class ConversationConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    policies: list[PolicyName] = ["abs_greedy", "max_entropy", "scpr", "ear"]
+    max_turns: int = Field(default=15, gt=0)
+    list_size: int = Field(default=10, gt=0)
+    estimator: EstimatorConfig = EstimatorConfig()
+    training: PolicyTraining = PolicyTraining()
+    reflection_rate: float = Field(default=0.0, ge=0)
+    """EAR's reflection: step size moving the user vector away from a rejected list
+    (0: rejected items only leave the candidates)."""
+    drop_rejected_attributes: bool = False
+    """Also drop the candidates carrying an attribute the user said no to. The papers do
+    not; with a simulator that answers exactly it is a different (easier) protocol."""
+    test_pairs: int | None = Field(default=None, gt=0)
+    """Play a seeded sample of this many test pairs (default: all of them)."""
+    tag_names: str | None = None
+    """hetrec2011 ``tags.dat`` naming the attributes (default: looked for beside the data)."""
+
+
 class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
            use_attribute_docstrings=True):
     name: str
@@ -234,15 +289,22 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
     data: DataConfig
     split: SplitConfig = SplitConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[ModelEntry] = []
+    """``[[models]]``: at least one, unless the config is a ``[conversation]`` experiment."""
     profiles: ProfilesConfig = ProfilesConfig()
     audit: AuditConfig = AuditConfig()
     llm: LLMConfig = LLMConfig()
     """``[llm] base_url, model, api_key_env``: an OpenAI-compatible endpoint (default: the
     embedded SmolLM2 model)."""
+    conversation: ConversationConfig | None = None
+    """``[conversation]``: train and evaluate conversational recommendation (EAR / SCPR) with
+    the user simulator on a conversational dataset instead of fitting ``[[models]]``."""
 
     @model_validator(mode="after")
     def _unique_labels(self) -> ExperimentConfig:
+        if not self.models and self.conversation is None:
+            raise ValueError("models: give at least one [[models]] entry (or a "
+                             "[conversation] section)")
         labels = [m.display for m in self.models]
         duplicated = sorted({x for x in labels if labels.count(x) > 1})
         if duplicated:
@@ -281,6 +343,9 @@ def validate_config(raw: dict[str, Any], *, source: str = "config",
         data = config.data.model_copy(update={"path": _resolve(config.data.path, folder),
                                               "items": _resolve(config.data.items, folder)})
         config = config.model_copy(update={"data": data})
+        if config.conversation is not None and config.conversation.tag_names is not None:
+            config = config.model_copy(update={"conversation": config.conversation.model_copy(
+                update={"tag_names": _resolve(config.conversation.tag_names, folder)})})
         text = config.audit.privacy.text
         if text is not None:
             privacy = config.audit.privacy.model_copy(update={

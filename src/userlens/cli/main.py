@@ -126,6 +126,9 @@ def run(
             err.print(f"{payload['model']}: " + ", ".join(
                 f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
 
+    if experiment.conversation is not None:
+        _run_conversation(experiment, target, json_output)
+        return
     try:
         if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
             report = _run_distributed(config, target, nproc)
@@ -152,6 +155,54 @@ def run(
     out.print(f"artefacts: {target}/<model>/ (model, id maps, manifest, per-user metrics)")
     if plot is not None:
         out.print(f"plot: {plot}")
+
+
+def _run_conversation(experiment, target: Path, json_output: bool) -> None:
+    """``userlens run`` on a ``[conversation]`` config: estimator, policies, simulator."""
+    from userlens.conversation.experiment import load_conversation_data, run_conversation
+
+    def show(event: str, payload: dict) -> None:
+        if event == "estimator_epoch":
+            err.print(f"  estimator epoch {payload['epoch']}: loss {payload['loss']:.4f}, "
+                      f"valid hit@10 {payload['valid']:.4f}, {payload['seconds']:.1f} s")
+        elif event == "policy_check":
+            err.print(f"  {payload['model']} after {payload['episode']} episodes: valid "
+                      f"SR {payload['valid_sr']:.3f}, AT {payload['valid_at']:.2f}")
+        elif event == "fit_end":
+            err.print(f"fit {payload['model']}: {payload['seconds']:.1f} s")
+        elif event == "eval_end":
+            err.print(f"{payload['model']}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
+
+    config = experiment.conversation
+    try:
+        data = load_conversation_data(experiment.data.dataset, experiment.data.path,
+                                      mirror=_mirror(), tag_names=config.tag_names)
+        report = run_conversation(experiment.name, data, config, target,
+                                  seed=experiment.seed, on_event=show)
+    except _user_errors() as error:
+        _fail(str(error).strip("'\""))
+    if json_output:
+        print(json.dumps({k: report[k] for k in ("name", "data", "split", "tie_rule",
+                                                 "protocol")}
+                         | {"results": [{k: r[k] for k in (
+                             "model", "metrics", "ci95", "users", "fit_seconds",
+                             "eval_seconds", "questions_per_episode", "success_by_turn")}
+                             for r in report["results"]]}))
+        return
+    table = Table(title=f"{report['name']}: {report['split']['test']:,} simulated "
+                        f"conversations (at most {config.max_turns} turns)")
+    for column in ("policy", "SR@5", "SR@10", f"SR@{config.max_turns}", "AT",
+                   "questions", "train s"):
+        table.add_column(column, justify="left" if column == "policy" else "right")
+    for row in report["results"]:
+        m = row["metrics"]
+        table.add_row(row["model"], f"{m['sr@5']:.3f}", f"{m['sr@10']:.3f}",
+                      f"{m[f'sr@{config.max_turns}']:.3f}", f"{m['at']:.2f}",
+                      f"{row['questions_per_episode']:.1f}", f"{row['fit_seconds']:.0f}")
+    out.print(table)
+    out.print(f"artefacts: {target}/ (estimator, policies, results.json, "
+              "success_by_turn.png)")
 
 
 def _print_event(event: str, payload: dict) -> None:

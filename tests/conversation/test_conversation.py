@@ -1,0 +1,259 @@
+"""Conversational recommendation: known answers for the simulator, the FM, max-entropy and
+the episode loop; the config / CLI path on a tiny planted dataset; the real LastFM files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from userlens.cli.main import app
+from userlens.config import ConfigError, validate_config
+from userlens.conversation.data import CRSDataError, load_crs
+from userlens.conversation.estimator import Estimator
+from userlens.conversation.policies import SCPR, AbsGreedy, MaxEntropy
+from userlens.conversation.session import Conversations
+from userlens.conversation.simulator import Ask, Recommend, UserSimulator, evaluate, run_episode
+from userlens.models.nn.fm import AttributeFM, bags, embeddings
+
+runner = CliRunner()
+
+
+def write_crs(folder: Path, item_attrs: dict[int, list[int]], n_attributes: int,
+              splits: dict[str, dict[int, list[int]]]) -> Path:
+    """A conversational dataset folder in the EAR layout."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "item_dict.json").write_text(json.dumps(
+        {str(i): {"feature_index": a} for i, a in item_attrs.items()}))
+    (folder / "tag_map.json").write_text(json.dumps({str(100 + a): a
+                                                     for a in range(n_attributes)}))
+    (folder / "tags.dat").write_text("tagID\ttagValue\n" + "".join(
+        f"{100 + a}\tgenre{a}\n" for a in range(n_attributes)))
+    for split, reviews in splits.items():
+        (folder / f"review_dict_{split}.json").write_text(json.dumps(
+            {str(u): items for u, items in reviews.items()}))
+    return folder
+
+
+@pytest.fixture
+def halves(tmp_path) -> Path:
+    """16 items: attribute 0 on all, attribute 1 on items 0-7 (exactly half), attribute 2 on
+    items 0-1, attribute 3 on items 8-9, attribute 4 on item 15 only."""
+    attrs = {i: [0] + ([1] if i < 8 else []) + ([2] if i < 2 else [])
+             + ([3] if 8 <= i < 10 else []) + ([4] if i == 15 else []) for i in range(16)}
+    rng = np.random.default_rng(0)
+    train = {u: sorted(rng.choice(16, 4, replace=False).tolist()) for u in range(6)}
+    valid = {u: [int(rng.integers(16))] for u in range(6)}
+    test = {u: [int(rng.integers(16))] for u in range(6)}
+    return write_crs(tmp_path / "halves", attrs, 5, {"train": train, "valid": valid,
+                                                     "test": test})
+
+
+def flat_estimator(n_users: int, n_items: int, n_attributes: int) -> Estimator:
+    """All scores zero: every candidate weighs the same in the entropy."""
+    return Estimator(np.zeros((n_users, 4), np.float32), np.zeros((n_items, 4), np.float32),
+                     np.zeros((n_attributes, 4), np.float32))
+
+
+def test_load_reads_the_graph_names_and_split(halves):
+    data = load_crs(halves)
+    assert (data.n_users, data.n_items, data.n_attributes) == (6, 16, 5)
+    assert data.attribute_names == [f"genre{a}" for a in range(5)]
+    assert sorted(data.attributes_of(0).tolist()) == [0, 1, 2]
+    assert data.pairs["train"].shape == (24, 2)
+    assert data.train.sum() == 24
+
+
+def test_load_names_the_bad_file_and_item(halves):
+    item_dict = json.loads((halves / "item_dict.json").read_text())
+    item_dict["3"]["feature_index"] = [0, 99]
+    (halves / "item_dict.json").write_text(json.dumps(item_dict))
+    with pytest.raises(CRSDataError, match=r"item_dict.json: item 3 names attribute 99"):
+        load_crs(halves)
+
+
+def test_simulator_answers_from_the_item_and_accepts_only_the_target(halves):
+    data = load_crs(halves)
+    simulator = UserSimulator(data)
+    assert simulator.answer(0, 2) and simulator.answer(0, 1) and not simulator.answer(0, 3)
+    assert simulator.answer(15, 4) and not simulator.answer(14, 4)
+    assert simulator.accepts(5, np.array([1, 5, 9]))
+    assert not simulator.accepts(5, np.array([1, 4, 9]))
+    rng = np.random.default_rng(0)
+    assert all(simulator.opening(8, rng) in (0, 3) for _ in range(20))
+
+
+def test_max_entropy_asks_the_question_that_splits_the_candidates_in_half(halves):
+    data = load_crs(halves)
+    conversations = Conversations.from_data(data, flat_estimator(6, 16, 5), list_size=2)
+    conversation = conversations.start(0, attribute=0)  # all 16 items stay candidates
+    entropy = conversations.attribute_entropy(conversation)
+    assert entropy[1] == pytest.approx(1.0)  # 8 of 16: one full bit
+    assert entropy[0] == -np.inf  # asked (the opening)
+    action = MaxEntropy()(conversations, conversation, 15)
+    assert isinstance(action, Ask) and action.attribute == 1
+    conversations.answer(conversation, 1, yes=False)  # SCPR: a "no" filters nothing
+    assert conversation.candidates.sum() == 16
+    conversations.answer(conversation, 2, yes=True)
+    assert np.flatnonzero(conversation.candidates).tolist() == [0, 1]
+    assert isinstance(MaxEntropy()(conversations, conversation, 15), Recommend)
+
+
+def test_dropping_rejected_attributes_is_an_explicit_option(halves):
+    data = load_crs(halves)
+    conversations = Conversations.from_data(data, flat_estimator(6, 16, 5),
+                                            drop_rejected_attributes=True)
+    conversation = conversations.start(0, attribute=0)
+    conversations.answer(conversation, 1, yes=False)
+    assert np.flatnonzero(conversation.candidates).tolist() == list(range(8, 16))
+
+
+def test_fm_scores_match_the_formula_by_hand():
+    model = AttributeFM(2, 3, 4, dim=2)
+    with torch.no_grad():
+        model.user.weight[:] = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+        model.item.weight[:] = torch.tensor([[1.0, 1.0], [2.0, -1.0], [0.0, 3.0]])
+        model.attribute.weight[:4] = torch.tensor([[1.0, 2.0], [0.5, 0.0], [0.0, -1.0],
+                                                   [3.0, 3.0]])
+    users, pad = torch.tensor([0, 1]), 4
+    known = torch.tensor([[0, 1], [2, pad]])
+    query = model.query(users, known)
+    # user 0, known {0, 1}: u + p0 + p1 = (2.5, 2); item 1: 5 - 2 = 3
+    # user 1, known {2}: (0, 2) + (0, -1) = (0, 1); item 2: 3
+    scores = model.item_score(query, torch.tensor([1, 2]))
+    assert scores.tolist() == pytest.approx([3.0, 3.0])
+    # attribute 3 for user 0: (2.5, 2) . (3, 3) = 13.5; attribute 0 for user 1: 2
+    attribute = model.attribute_score(query, torch.tensor([3, 0]))
+    assert attribute.tolist() == pytest.approx([13.5, 2.0])
+    # the numpy estimator computes the same from the exported tables
+    from scipy import sparse
+
+    empty = sparse.csr_matrix((3, 4), dtype=np.float32)
+    estimator = Estimator(**embeddings(model, empty))
+    assert estimator.item_scores(estimator.user[0], [0, 1])[1] == pytest.approx(3.0)
+    assert estimator.attribute_scores(estimator.user[1], [2])[0] == pytest.approx(2.0)
+
+
+def test_item_content_is_the_mean_of_the_items_attributes():
+    from scipy import sparse
+
+    item_attributes = sparse.csr_matrix(np.array([[1, 1, 0], [0, 0, 1]], np.float32))
+    model = AttributeFM(1, 2, 3, dim=2, item_content=True)
+    with torch.no_grad():
+        model.item.weight.zero_()
+        model.content.weight[:] = torch.tensor([[2.0, 0.0], [0.0, 4.0], [1.0, 1.0]])
+    flat, offsets = bags(item_attributes, np.array([1, 0]))
+    assert flat.tolist() == [2, 0, 1] and offsets.tolist() == [0, 1]
+    vectors = embeddings(model, item_attributes)["item"]
+    assert vectors.tolist() == [[1.0, 2.0], [1.0, 1.0]]
+
+
+def test_episode_is_reproducible_for_a_seed_and_counts_turns(halves):
+    data = load_crs(halves)
+    rng = np.random.default_rng(3)
+    estimator = Estimator(rng.normal(size=(6, 4)).astype(np.float32),
+                          rng.normal(size=(16, 4)).astype(np.float32),
+                          rng.normal(size=(5, 4)).astype(np.float32))
+    conversations = Conversations.from_data(data, estimator, list_size=3)
+    simulator = UserSimulator(data)
+    pairs = np.array([[0, 5], [1, 12], [2, 15], [3, 0]])
+    first = evaluate(conversations, simulator, MaxEntropy(), pairs, seed=7)
+    again = evaluate(conversations, simulator, MaxEntropy(), pairs, seed=7)
+    assert first == again
+    # abs greedy over 16 items in lists of 3 without repeats finds any target by turn 6
+    greedy = evaluate(conversations, simulator, AbsGreedy(), pairs, seed=7)
+    assert greedy["sr@15"] == 1.0 and greedy["curve"][5] == 1.0
+    episode = run_episode(conversations, simulator, AbsGreedy(), 0, 5,
+                          rng=np.random.default_rng(0), max_turns=1)
+    assert episode.turns == 1 and len(episode.rewards) == 1
+
+
+def test_reflection_moves_the_user_away_from_a_rejected_list(halves):
+    data = load_crs(halves)
+    rng = np.random.default_rng(1)
+    estimator = Estimator(rng.normal(size=(6, 4)).astype(np.float32),
+                          rng.normal(size=(16, 4)).astype(np.float32),
+                          np.zeros((5, 4), np.float32))
+    conversations = Conversations.from_data(data, estimator, reflection_rate=0.5)
+    conversation = conversations.start(0)
+    top, _ = conversations.recommend(conversation, 3)
+    before = conversations.item_scores(conversation)[top].mean()
+    conversations.reject(conversation, top)
+    assert conversations.item_scores(conversation)[top].mean() < before
+    assert not conversation.candidates[top].any()
+
+
+def test_scpr_policy_saves_and_loads_its_weights(halves, tmp_path):
+    data = load_crs(halves)
+    from userlens.config import PolicyTraining
+
+    training = PolicyTraining(episodes=20, eval_every=10, valid_pairs=6)
+    conversations = Conversations.from_data(data, flat_estimator(6, 16, 5), list_size=3)
+    policy = SCPR(15, training, seed=0).fit(conversations, UserSimulator(data),
+                                            data.pairs["train"], data.pairs["valid"])
+    assert [row["episode"] for row in policy.history] == [10, 20]
+    policy.save(tmp_path)
+    loaded = SCPR(15, training, seed=5).load(tmp_path)
+    state = np.random.default_rng(0).random(15 + 8).astype(np.float32)
+    assert np.allclose(policy.learner.values(state), loaded.learner.values(state))
+
+
+def test_config_needs_models_or_a_conversation():
+    with pytest.raises(ConfigError, match="at least one"):
+        validate_config({"name": "x", "data": {"dataset": "crs-lastfm-ear"}})
+    config = validate_config({"name": "x", "data": {"dataset": "crs-lastfm-ear"},
+                              "conversation": {"policies": ["scpr"]}})
+    assert config.conversation.max_turns == 15
+    with pytest.raises(ConfigError, match="conversation.policies.0"):
+        validate_config({"name": "x", "data": {"dataset": "crs-lastfm-ear"},
+                         "conversation": {"policies": ["crm"]}})
+
+
+def test_run_json_reports_each_policy(halves, tmp_path):
+    config = tmp_path / "crs.toml"
+    config.write_text(f"""
+name = "tiny-crs"
+[data]
+path = "{halves}"
+[conversation]
+policies = ["abs_greedy", "max_entropy", "scpr"]
+list_size = 3
+[conversation.estimator]
+dim = 8
+max_epochs = 2
+[conversation.training]
+episodes = 10
+eval_every = 5
+""")
+    result = runner.invoke(app, ["run", str(config), "--json", "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [r["model"] for r in report["results"]] == ["abs_greedy", "max_entropy", "scpr"]
+    for row in report["results"]:
+        assert set(row["metrics"]) == {"sr@5", "sr@10", "sr@15", "at"}
+        assert 0 <= row["metrics"]["sr@15"] <= 1 and 1 <= row["metrics"]["at"] <= 15
+        assert row["users"] == 6
+    assert (tmp_path / "run" / "estimator" / "estimator.npz").is_file()
+    assert (tmp_path / "run" / "policy-scpr.npz").is_file()
+
+
+def test_real_lastfm_star_estimator_and_greedy_policy(shared_data):
+    """Minimum quality on the real LastFM* files (validation pairs, a few FM epochs)."""
+    from userlens.config import EstimatorConfig
+    from userlens.conversation.estimator import fit_estimator
+
+    data = load_crs(shared_data / "crs-lastfm-star-scpr")
+    assert data.summary()["attributes"] == 8438
+    assert (data.n_users, data.n_items, len(data.pairs["train"])) == (1801, 7432, 52910)
+    assert data.friends is not None and data.friends.nnz > 0
+    estimator, history = fit_estimator(data, EstimatorConfig(max_epochs=4), valid_sample=300)
+    assert history[-1]["valid"] > history[0]["valid"] or history[-1]["valid"] > 0.2
+    conversations = Conversations.from_data(data, estimator)
+    pairs = data.pairs["valid"][np.random.default_rng(0).choice(len(data.pairs["valid"]), 300,
+                                                                replace=False)]
+    result = evaluate(conversations, UserSimulator(data), AbsGreedy(), pairs)
+    assert result["sr@15"] > 0.5

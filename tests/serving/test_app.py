@@ -97,7 +97,8 @@ def test_similar_items(client):
 def test_erase_removes_everything(client):
     post_history(client, "gus", [0, 1])
     body = client.delete("/users/gus").json()
-    assert body["removed"] == {"events": 2, "users": 1, "controls": 0, "summaries": 0}
+    assert body["removed"] == {"events": 2, "users": 1, "controls": 0, "summaries": 0,
+                               "conversations": 0}
     assert client.get("/users/gus/history").json()["events"] == []
     assert recommended(client, "gus")["fallback"]
 

@@ -47,10 +47,15 @@ def test_event_ids_make_writes_idempotent(db_url):
 def test_erase_removes_every_row_of_the_user_only(db_url):
     storage = Storage(db_url)
     storage.add_events([event(), event(item="m2"), event(user="u2")])
-    assert storage.erase_user("u1") == {"events": 2, "users": 1, "controls": 0, "summaries": 0}
+    storage.put_conversation("c1", "u1", {"turn": {}})
+    storage.put_conversation("c2", "u2", {"turn": {}})
+    assert storage.erase_user("u1") == {"events": 2, "users": 1, "controls": 0, "summaries": 0,
+                                        "conversations": 1}
+    assert storage.conversation("c1") is None and storage.conversation("c2") == {"turn": {}}
     assert storage.history_items("u1") == [] and not storage.user_exists("u1")
     assert storage.history_items("u2") == ["m1"]
-    assert storage.erase_user("u1") == {"events": 0, "users": 0, "controls": 0, "summaries": 0}
+    assert storage.erase_user("u1") == {"events": 0, "users": 0, "controls": 0, "summaries": 0,
+                                        "conversations": 0}
     storage.close()
 
 

@@ -399,6 +399,8 @@ def serve(
     rerank: Annotated[str | None, typer.Option(
         help="re-rank personalised lists: calibrated, mmr or exposure[:LAMBDA] "
              "(see 'userlens audit fairness')")] = None,
+    conversation: Annotated[Path | None, typer.Option(
+        help="a [conversation] run folder to serve at /conversations")] = None,
 ) -> None:
     """Serve an artefact over HTTP: events in, recommendations out (FastAPI + uvicorn).
 
@@ -417,7 +419,7 @@ def serve(
     from userlens.serving.storage import Storage
 
     flags = {"db": db, "host": host, "port": port, "workers": workers,
-             "insecure": insecure or None, "rerank": rerank}
+             "insecure": insecure or None, "rerank": rerank, "conversation": conversation}
     try:
         settings = ServeSettings(artefact=artefact,
                                  **{k: v for k, v in flags.items() if v is not None})
@@ -426,6 +428,10 @@ def serve(
             _fail(refusal)
         storage = Storage(settings.database_url())  # migrations run once, here
         engine = load_engine(artefact, settings)
+        if settings.conversation is not None:
+            from userlens.conversation.bundle import ConversationBundle
+
+            ConversationBundle.load(settings.conversation)  # fail here, with one clear line
     except (ArtefactError, KeyFileError, OSError, ValueError, ValidationError) as error:
         _fail(str(error))
     storage.set_state("artefact", served_state(engine))  # what every worker should serve

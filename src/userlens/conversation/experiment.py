@@ -4,7 +4,9 @@ the learned policies, then play every test pair once with the user simulator.
 Protocol (EAR / SCPR): the published train / valid / test pairs as they are; the estimator
 and the policies are selected on validation pairs only; each test pair is one episode.
 Written to the run folder: ``results.json`` (the report), ``estimator/`` (the FM, npz),
-``policy-<name>.npz`` and ``success_by_turn.png``.
+``policy-<name>.npz``, ``success_by_turn.png``, and the servable bundle
+(:mod:`userlens.conversation.bundle`; it serves SCPR when trained, else EAR, else
+max-entropy).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from userlens.config import ConversationConfig
+from userlens.conversation.bundle import ConversationBundle
 from userlens.conversation.data import CRSData, load_crs, resolve_crs
 from userlens.conversation.estimator import fit_estimator
 from userlens.conversation.policies import LearnedPolicy, make_policy
@@ -47,7 +50,6 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
         data, config.estimator, seed=seed,
         on_epoch=lambda row: emit("estimator_epoch", {"model": "estimator", **row}))
     estimator_seconds = time.perf_counter() - started
-    estimator.save(target / "estimator")
     emit("fit_end", {"model": "estimator", "seconds": estimator_seconds})
     conversations = Conversations.from_data(
         data, estimator, list_size=config.list_size, reflection_rate=config.reflection_rate,
@@ -57,7 +59,7 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
     if config.test_pairs is not None and config.test_pairs < len(test):
         test = test[np.random.default_rng(seed).choice(len(test), config.test_pairs,
                                                        replace=False)]
-    results = []
+    results, trained = [], {}
     for policy_name in config.policies:
         policy = make_policy(policy_name, n_attributes=data.n_attributes,
                              max_turns=config.max_turns, training=config.training, seed=seed)
@@ -71,6 +73,7 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
                                                                    {"model": n, **row}))
             policy.save(target)
             training = policy.history
+        trained[policy_name] = policy
         fit_seconds = time.perf_counter() - started
         emit("fit_end", {"model": policy_name, "seconds": fit_seconds})
         started = time.perf_counter()
@@ -100,6 +103,11 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
               "estimator": {"seconds": estimator_seconds, "epochs": history,
                             **config.estimator.model_dump()},
               "results": results}
+    served = next((p for p in ("scpr", "ear", "max_entropy") if p in trained),
+                  config.policies[0])
+    ConversationBundle(conversations, trained[served], data.attribute_names,
+                       config.max_turns).save(target, extra={"dataset": data.name})
+    report["served_policy"] = served
     (target / "results.json").write_text(json.dumps(report, indent=2))
     _plot(report, target / "success_by_turn.png")
     return report

@@ -78,17 +78,17 @@ class Conversations:
         conversation = Conversation(user, self.estimator.user_vector(user, history),
                                     np.ones(self.n_items, dtype=bool), history=history)
         if attribute is not None:
-            self._confirm(conversation, attribute)
+            self.confirm(conversation, attribute)
         return conversation
 
-    def _items_with(self, attribute: int) -> np.ndarray:
+    def items_with(self, attribute: int) -> np.ndarray:
         ptr = self.attribute_items.indptr
         return self.attribute_items.indices[ptr[attribute]:ptr[attribute + 1]]
 
-    def _confirm(self, conversation: Conversation, attribute: int) -> None:
+    def confirm(self, conversation: Conversation, attribute: int) -> None:
         conversation.confirmed.append(int(attribute))
         keep = np.zeros(self.n_items, dtype=bool)
-        keep[self._items_with(attribute)] = True
+        keep[self.items_with(attribute)] = True
         conversation.candidates &= keep
 
     def item_scores(self, conversation: Conversation) -> np.ndarray:
@@ -138,13 +138,13 @@ class Conversations:
 
     def answer(self, conversation: Conversation, attribute: int, yes: bool) -> None:
         if yes:
-            self._confirm(conversation, attribute)
+            self.confirm(conversation, attribute)
             conversation.outcomes.append(ASK_YES)
         else:
             conversation.rejected_attributes.append(int(attribute))
             conversation.outcomes.append(ASK_NO)
             if self.drop_rejected_attributes:
-                conversation.candidates[self._items_with(attribute)] = False
+                conversation.candidates[self.items_with(attribute)] = False
 
     def reject(self, conversation: Conversation, items: np.ndarray) -> None:
         """The user turned the list down: drop its items; reflection moves the user vector

@@ -30,7 +30,15 @@ from userlens.serving.deps import SECURITY_SCHEMES
 from userlens.serving.engine import Engine
 from userlens.serving.observability import Measure
 from userlens.serving.profiles import Profiles
-from userlens.serving.routes import admin, events, items, profiles, recommendations, users
+from userlens.serving.routes import (
+    admin,
+    conversations,
+    events,
+    items,
+    profiles,
+    recommendations,
+    users,
+)
 from userlens.serving.schemas import ErrorOut
 from userlens.serving.server import BodyLimit
 from userlens.serving.service import Service
@@ -109,6 +117,12 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
     app.include_router(profiles.router)
     app.include_router(items.router)
     app.include_router(admin.router)
+    if settings.conversation is not None:
+        from userlens.serving.conversations import ConversationService
+
+        app.state.conversations = ConversationService.load(
+            settings.conversation, storage, max_history=settings.max_history)
+        app.include_router(conversations.router)
     _document_security(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(Measure, metrics=service.metrics)

@@ -279,3 +279,59 @@ class ReloadOut(BaseModel):
 
 class ErrorOut(BaseModel):
     detail: str
+
+
+# --------------------------------------------------------------------- conversations
+
+class ConversationStart(BaseModel):
+    """Start from a user's stored history (``user_id``) or from an anonymous history."""
+
+    model_config = ConfigDict(extra="forbid")
+    user_id: UserId | None = None
+    history: list[ExternalId] | None = Field(default=None, max_length=10_000,
+                                             description="item ids, oldest first")
+
+
+class TurnReply(BaseModel):
+    """The answer to a question, or the verdict on a list: exactly one key."""
+
+    model_config = ConfigDict(extra="forbid")
+    answer: Literal["yes", "no"] | None = None
+    accept: ExternalId | int | None = None
+    reject: Literal[True] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        given = {k: v for k, v in self.model_dump().items() if v is not None}
+        if len(given) != 1:
+            raise ValueError("give exactly one of answer, accept, reject")
+        return given
+
+
+class AskOut(BaseModel):
+    attribute_id: int
+    name: str = Field(description="the attribute's readable name")
+
+
+class ListedItem(BaseModel):
+    item_id: str
+    score: float
+    reason: str
+
+
+class DoneOut(BaseModel):
+    accepted: str | None = Field(description="the accepted item; null when the turn limit "
+                                             "ended the conversation")
+    reason: str | None = None
+
+
+class TurnOut(BaseModel):
+    """Exactly one of: a question, a list, or the end."""
+
+    ask: AskOut | None = None
+    recommend: list[ListedItem] | None = None
+    done: DoneOut | None = None
+
+
+class ConversationOut(BaseModel):
+    conversation_id: str
+    turn: TurnOut

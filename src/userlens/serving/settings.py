@@ -72,6 +72,9 @@ class ServeSettings(BaseSettings):
     """A key with every scope (``USERLENS_API_KEY``)."""
     api_keys_file: Path | None = None
     """A file of ``scope:key`` lines (``USERLENS_API_KEYS_FILE``)."""
+    conversation: Path | None = None
+    """A ``[conversation]`` run folder (``userlens run configs/crs-lastfm-star.toml``) to
+    serve at ``/conversations`` (``USERLENS_CONVERSATION``); unset: no such routes."""
     artefact_root: Path | None = None
     """``/admin/reload`` loads only directories under this folder (default: the served
     artefact's parent folder)."""

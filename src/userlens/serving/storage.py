@@ -21,6 +21,7 @@ from sqlalchemy import and_, bindparam, create_engine, delete, event, func, or_,
 from sqlalchemy.dialects import postgresql, sqlite
 
 from userlens.serving.tables import (
+    conversations,
     erased_events,
     events,
     items,
@@ -183,8 +184,28 @@ class Storage:
                 delete(user_controls).where(user_controls.c.user_id == user_id))
             n_summaries = connection.execute(
                 delete(profile_summaries).where(profile_summaries.c.user_id == user_id))
+            n_conversations = connection.execute(
+                delete(conversations).where(conversations.c.user_id == user_id))
         return {"events": n_events, "users": n_users.rowcount,
-                "controls": n_controls.rowcount, "summaries": n_summaries.rowcount}
+                "controls": n_controls.rowcount, "summaries": n_summaries.rowcount,
+                "conversations": n_conversations.rowcount}
+
+    def conversation(self, conversation_id: str) -> dict[str, Any] | None:
+        """A conversation's stored state (one primary-key read), or None."""
+        with self.engine.connect() as connection:
+            return connection.execute(select(conversations.c.state).where(
+                conversations.c.conversation_id == conversation_id)).scalar()
+
+    def put_conversation(self, conversation_id: str, user_id: str | None,
+                         state: dict[str, Any]) -> None:
+        stamp = now_ms()
+        with self._write_lock, self.engine.begin() as connection:
+            stmt = self._insert(conversations).values(
+                conversation_id=conversation_id, user_id=user_id, state=state,
+                created_ms=stamp, updated_ms=stamp)
+            connection.execute(stmt.on_conflict_do_update(
+                index_elements=["conversation_id"],
+                set_={"state": stmt.excluded.state, "updated_ms": stmt.excluded.updated_ms}))
 
     def _delete_events(self, connection, where) -> int:
         """Delete events, keeping their ids as tombstones (in the caller's transaction)."""

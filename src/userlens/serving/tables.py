@@ -98,3 +98,16 @@ profile_summaries = Table(
 )
 """Cached LLM summaries per profile version (a rejected draft is cached as the template, so
 it is not generated again); erased with the user."""
+
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("conversation_id", String(64), primary_key=True),
+    Column("user_id", String(ID_LENGTH), nullable=True),
+    Column("state", JSON, nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    Index("ix_conversations_user", "user_id"),
+)
+"""Conversational recommendation sessions: the answers so far and the pending turn, so a
+conversation survives a restart and reaches any worker; erased with the user."""

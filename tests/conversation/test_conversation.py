@@ -257,3 +257,19 @@ def test_real_lastfm_star_estimator_and_greedy_policy(shared_data):
                                                                 replace=False)]
     result = evaluate(conversations, UserSimulator(data), AbsGreedy(), pairs)
     assert result["sr@15"] > 0.5
+
+
+def test_converse_in_the_terminal(halves, tmp_path):
+    data = load_crs(halves)
+    from userlens.conversation.bundle import ConversationBundle
+
+    conversations = Conversations.from_data(data, flat_estimator(6, 16, 5), list_size=2)
+    ConversationBundle(conversations, MaxEntropy(), data.attribute_names).save(tmp_path / "b")
+    # attribute 1 (yes), attribute 2 (yes) -> items 0 and 1 listed; accept the second
+    result = runner.invoke(app, ["converse", str(tmp_path / "b"), "--history", "3"],
+                           input="y\ny\n2\n")
+    assert result.exit_code == 0, result.output
+    assert "do you want 'genre1'?" in result.output and "'genre2'?" in result.output
+    assert "accepted item" in result.output and "after 3 turns" in result.output
+    missing = runner.invoke(app, ["converse", str(tmp_path)])
+    assert missing.exit_code == 2 and "conversation.json" in missing.output

@@ -447,6 +447,59 @@ def serve(
     server.run(settings)
 
 
+@app.command()
+def converse(
+    artefact: Annotated[Path, typer.Argument(help="a [conversation] run folder (runs/NAME)")],
+    user: Annotated[str | None, typer.Option(help="a user id the model was trained on")] = None,
+    history: Annotated[str | None, typer.Option(help="comma-separated item ids, oldest "
+                                                     "first (an anonymous user)")] = None,
+) -> None:
+    """Talk to a conversational recommender in the terminal: answer its questions with y/n,
+    accept a listed item by its number, or r to reject the list (q quits)."""
+    from userlens.conversation.bundle import BundleError, ConversationBundle
+
+    try:
+        bundle = ConversationBundle.load(artefact)
+    except (BundleError, OSError, KeyError, ValueError) as error:
+        _fail(str(error))
+    items = [x.strip() for x in (history or "").split(",") if x.strip()]
+    known = [int(x) for x in items if x.isdigit() and int(x) < bundle.conversations.n_items]
+    trained = int(user) if user is not None and user.isdigit() else None
+    conversation = bundle.conversations.start(trained, known)
+    out.print(f"[bold]{bundle.policy_name}[/bold] over {bundle.conversations.n_items:,} items "
+              f"and {bundle.conversations.n_attributes:,} attributes; at most "
+              f"{bundle.max_turns} turns")
+    while True:
+        turn = bundle.next_turn(conversation)
+        if "done" in turn:
+            out.print("no match within the turn limit")
+            return
+        if "ask" in turn:
+            reply = typer.prompt(f"turn {conversation.turn + 1}: do you want "
+                                 f"'{turn['ask']['name']}'? [y/n/q]").strip().lower()
+            if reply.startswith("q"):
+                return
+            bundle.apply(conversation, turn, {"answer": "yes" if reply.startswith("y")
+                                              else "no"})
+            continue
+        listed = turn["recommend"]
+        if not listed:
+            out.print("no candidate item left")
+            return
+        for number, row in enumerate(listed, 1):
+            out.print(f"  {number:2d}. item {row['item_id']}  ({row['reason']})",
+                      highlight=False)
+        reply = typer.prompt(f"turn {conversation.turn + 1}: number to accept, r to reject, "
+                             "q to quit").strip().lower()
+        if reply.startswith("q"):
+            return
+        if reply.isdigit() and 1 <= int(reply) <= len(listed):
+            out.print(f"accepted item {listed[int(reply) - 1]['item_id']} after "
+                      f"{conversation.turn + 1} turns")
+            return
+        bundle.apply(conversation, turn, {"reject": True})
+
+
 @app.command("import-events")
 def import_events(
     config: Annotated[Path, typer.Argument(help="experiment TOML whose [data] to import")],

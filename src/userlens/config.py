@@ -276,6 +276,11 @@ class ConversationConfig(BaseModel, frozen=True, extra="forbid", use_attribute_d
     drop_rejected_attributes: bool = False
     """Also drop the candidates carrying an attribute the user said no to. The papers do
     not; with a simulator that answers exactly it is a different (easier) protocol."""
+    prior: ModelEntry | None = None
+    """``[conversation.prior]``: a userlens model (name, params) fitted on the training
+    pairs whose scores of the user's whole history are added to the estimator's item scores
+    (standardised per user, times ``prior_weight``); the papers do not do this."""
+    prior_weight: float = Field(default=0.0, ge=0)
     test_pairs: int | None = Field(default=None, gt=0)
     """Play a seeded sample of this many test pairs (default: all of them)."""
     tag_names: str | None = None

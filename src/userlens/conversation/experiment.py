@@ -37,6 +37,31 @@ def load_conversation_data(dataset: str | None, path: str | None, *, mirror: Pat
     return load_crs(resolve_crs(dataset, mirror), name=dataset, tag_names=tag_names)
 
 
+def prior_scores(data: CRSData, name: str, params: dict, *, seed: int = 0) -> np.ndarray:
+    """(n_users, n_items) scores of a userlens model fitted on the training pairs, each
+    user's row standardised (mean 0, standard deviation 1) over the items; the user's own
+    training items get the row's minimum."""
+    from userlens.data.interactions import Histories, Interactions
+    from userlens.models.registry import create
+
+    pairs = data.pairs["train"]
+    n = len(pairs)
+    train = Interactions(pairs[:, 0].astype(np.int32), pairs[:, 1].astype(np.int32),
+                         np.arange(n, dtype=np.int64), np.ones(n, np.float32),
+                         np.zeros(n, np.int16), data.n_users, data.n_items, has_time=False)
+    model = create(name, params).fit(train, seed=seed)
+    by_user = [[] for _ in range(data.n_users)]
+    for user, item in pairs:
+        by_user[user].append(int(item))
+    scores = np.asarray(model.score(Histories.from_lists(by_user, data.n_items)),
+                        dtype=np.float32)
+    scores -= scores.mean(1, keepdims=True)
+    scores /= np.maximum(scores.std(1, keepdims=True), 1e-6)
+    # a conversation looks for something new: the user's own items get the row's minimum
+    scores[pairs[:, 0], pairs[:, 1]] = scores.min(1)[pairs[:, 0]]
+    return scores
+
+
 def run_conversation(name: str, data: CRSData, config: ConversationConfig, target: Path, *,
                      seed: int = 0, on_event: Callable[[str, dict], None] | None = None
                      ) -> dict:
@@ -51,9 +76,14 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
         on_epoch=lambda row: emit("estimator_epoch", {"model": "estimator", **row}))
     estimator_seconds = time.perf_counter() - started
     emit("fit_end", {"model": "estimator", "seconds": estimator_seconds})
+    prior = None
+    if config.prior is not None and config.prior_weight > 0:
+        emit("fit_start", {"model": f"prior {config.prior.display}"})
+        prior = prior_scores(data, config.prior.name, config.prior.params, seed=seed)
     conversations = Conversations.from_data(
         data, estimator, list_size=config.list_size, reflection_rate=config.reflection_rate,
-        drop_rejected_attributes=config.drop_rejected_attributes)
+        drop_rejected_attributes=config.drop_rejected_attributes, prior=prior,
+        prior_weight=config.prior_weight)
     simulator = UserSimulator(data)
     test = data.pairs["test"]
     if config.test_pairs is not None and config.test_pairs < len(test):

@@ -91,6 +91,14 @@ class LearnedPolicy:
     def fit(self, conversations: Conversations, simulator: UserSimulator,
             train_pairs: np.ndarray, valid_pairs: np.ndarray, *, max_turns: int = 15,
             on_progress: Callable[[dict], None] | None = None) -> LearnedPolicy:
+        from userlens.models.nn.policy import torch_threads
+
+        with torch_threads(1):
+            return self._fit(conversations, simulator, train_pairs, valid_pairs,
+                             max_turns=max_turns, on_progress=on_progress)
+
+    def _fit(self, conversations, simulator, train_pairs, valid_pairs, *, max_turns,
+             on_progress) -> LearnedPolicy:
         config = self.training
         rng = np.random.default_rng(self.seed)
         if len(valid_pairs) > config.valid_pairs:

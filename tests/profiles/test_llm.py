@@ -50,7 +50,9 @@ def test_the_embedded_model_writes_summaries_that_are_checked():
             prompt(profile)[0]["content"]
         written = summarise(profile, pop, client, attempts=2)
         assert written.draft  # the model answered
-        assert written.seconds < 60
+        # a hang guard, not a speed claim (speed: benchmarks/profiles.py); 60 s failed once
+        # on 2 busy cores (76 s while two trainings ran beside the suite)
+        assert written.seconds < 300
         shown.append(written.summary)
         if written.summary.source == "llm":
             assert checker.check(written.summary.text, facts(profile, pop)).faithful

@@ -248,7 +248,17 @@ class EstimatorConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docs
     item_content: bool = True
     """Item vector = own embedding + mean content embedding of its attributes (cold items
     get a vector); False is EAR's FM (item embedding alone)."""
+    item_identity: Literal["all", "seen"] = "all"
+    """With "seen" only items in a training pair have an own embedding, the others are
+    scored from their content alone (needs item_content); with "all" every item has one."""
     threads: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _identity_needs_content(self) -> EstimatorConfig:
+        if self.item_identity == "seen" and not self.item_content:
+            raise ValueError('item_identity = "seen" scores unseen items from their content: '
+                             "it needs item_content = true")
+        return self
 
 
 class PolicyTraining(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
@@ -262,6 +272,10 @@ class PolicyTraining(BaseModel, frozen=True, extra="forbid", use_attribute_docst
     epsilon: float = Field(default=0.1, ge=0, le=1)
     """DQN exploration rate while training (SCPR)."""
     gamma: float = Field(default=0.999, gt=0, le=1)
+    pretrain_episodes: int = Field(default=0, ge=0)
+    """EAR: conversations played by max-entropy whose moves the policy imitates before
+    policy gradient (EAR pre-trains so); 0: policy gradient from scratch."""
+    pretrain_epochs: int = Field(default=5, gt=0)
 
 
 class ConversationConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):

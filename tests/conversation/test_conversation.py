@@ -152,6 +152,39 @@ def test_item_content_is_the_mean_of_the_items_attributes():
     assert vectors.tolist() == [[1.0, 2.0], [1.0, 1.0]]
 
 
+def test_items_no_training_pair_holds_are_scored_from_their_content_alone():
+    from scipy import sparse
+
+    from userlens.models.nn.fm import FMTraining, train_fm
+
+    model = AttributeFM(2, 4, 3, dim=4, item_content=True,
+                        identity=np.array([True, True, True, False]))
+    with torch.no_grad():
+        model.item.weight.fill_(5.0)
+        model.content.weight.zero_()
+    item_attributes = sparse.csr_matrix(np.array(
+        [[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32))
+    vectors = embeddings(model, item_attributes)["item"]
+    assert vectors[3].tolist() == [0.0] * 4 and vectors[0].tolist() == [5.0] * 4
+
+    # items 3 and 4 share their one attribute and are in no training pair: with "seen" they
+    # are the same vector after training (content alone), with "all" their own rows differ
+    item_attributes = sparse.csr_matrix(np.array(
+        [[1, 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 1]], np.float32))
+    pairs = np.array([[0, 0], [1, 1], [0, 2], [1, 0]])
+    trained = {}
+    for identity in ("seen", "all"):
+        config = FMTraining(dim=4, max_epochs=3, batch_size=2, item_identity=identity)
+        trained[identity], _ = train_fm(pairs, item_attributes, 2, config=config, seed=0)
+    assert np.array_equal(trained["seen"]["item"][3], trained["seen"]["item"][4])
+    assert not np.allclose(trained["all"]["item"][3], trained["all"]["item"][4])
+    with pytest.raises(ValueError, match="needs item_content"):
+        AttributeFM(2, 4, 3, dim=4, identity=np.ones(4, bool))
+    with pytest.raises(ConfigError, match="needs item_content"):
+        validate_config({"name": "x", "data": {"dataset": "crs-lastfm-ear"}, "conversation": {
+            "estimator": {"item_content": False, "item_identity": "seen"}}})
+
+
 def test_episode_is_reproducible_for_a_seed_and_counts_turns(halves):
     data = load_crs(halves)
     rng = np.random.default_rng(3)
@@ -200,6 +233,31 @@ def test_scpr_policy_saves_and_loads_its_weights(halves, tmp_path):
     loaded = SCPR(15, training, seed=5).load(tmp_path)
     state = np.random.default_rng(0).random(15 + 8).astype(np.float32)
     assert np.allclose(policy.learner.values(state), loaded.learner.values(state))
+
+
+def test_ear_pretraining_imitates_max_entropy_before_policy_gradient(halves):
+    from userlens.config import PolicyTraining
+    from userlens.conversation.policies import EAR
+
+    data = load_crs(halves)
+    conversations = Conversations.from_data(data, flat_estimator(6, 16, 5), list_size=3)
+    simulator = UserSimulator(data)
+    training = PolicyTraining(episodes=1, eval_every=1, valid_pairs=6, pretrain_episodes=60,
+                              pretrain_epochs=200, learning_rate=0.01)
+    policy = EAR(5, 15, training, seed=0)
+    assert policy.pretrain(conversations, simulator, data.pairs["train"], max_turns=15)
+    moves = policy.history[0]
+    assert moves["pretrain_moves"] >= 60 and moves["agreement"] > 0.9
+    # greedy, the imitating policy opens as max-entropy does: attribute 1 halves the items
+    conversation = conversations.start(0, attribute=0)
+    assert policy(conversations, conversation, 15) == MaxEntropy()(conversations,
+                                                                   conversation, 15)
+    # fit keeps the pre-trained weights as a candidate, checked on validation first
+    fitted = EAR(5, 15, training, seed=0).fit(conversations, simulator, data.pairs["train"],
+                                              data.pairs["valid"])
+    assert [row.get("episode") for row in fitted.history] == [None, 0, 1]
+    assert not EAR(5, 15, PolicyTraining(), seed=0).pretrain(
+        conversations, simulator, data.pairs["train"], max_turns=15)
 
 
 def test_config_needs_models_or_a_conversation():

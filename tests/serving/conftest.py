@@ -121,3 +121,25 @@ def post_history(client: TestClient, user: str, items: list[int], start: float =
 @pytest.fixture
 def rng_items():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def conversation_folder(tmp_path_factory):
+    """16 items; attribute 1 on items 0-7, 2 on 0-1, 3 on 8-9; max-entropy with lists of 2
+    over flat scores: the first question is attribute 1 (it halves the catalogue)."""
+    from tests.conversation.test_conversation import flat_estimator, write_crs
+    from userlens.conversation.bundle import ConversationBundle
+    from userlens.conversation.data import load_crs
+    from userlens.conversation.policies import MaxEntropy
+    from userlens.conversation.session import Conversations
+
+    root = tmp_path_factory.mktemp("crs")
+    attrs = {i: [0] + ([1] if i < 8 else []) + ([2] if i < 2 else [])
+             + ([3] if 8 <= i < 10 else []) for i in range(16)}
+    folder = write_crs(root / "data", attrs, 4, {s: {0: [1, 2], 1: [3]} for s in
+                                                 ("train", "valid", "test")})
+    data = load_crs(folder)
+    conversations = Conversations.from_data(data, flat_estimator(2, 16, 4), list_size=2)
+    bundle = ConversationBundle(conversations, MaxEntropy(), data.attribute_names, max_turns=15)
+    bundle.save(root / "served")
+    return root / "served"

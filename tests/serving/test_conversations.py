@@ -3,30 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from tests.conversation.test_conversation import flat_estimator, write_crs
 from tests.serving.conftest import make_client
 from userlens.conversation.bundle import ConversationBundle
-from userlens.conversation.data import load_crs
-from userlens.conversation.policies import MaxEntropy
-from userlens.conversation.session import Conversations
-
-
-@pytest.fixture(scope="module")
-def conversation_folder(tmp_path_factory):
-    """16 items; attribute 1 on items 0-7, 2 on 0-1, 3 on 8-9; max-entropy with lists of 2
-    over flat scores: the first question is attribute 1 (it halves the catalogue)."""
-    root = tmp_path_factory.mktemp("crs")
-    attrs = {i: [0] + ([1] if i < 8 else []) + ([2] if i < 2 else [])
-             + ([3] if 8 <= i < 10 else []) for i in range(16)}
-    folder = write_crs(root / "data", attrs, 4, {s: {0: [1, 2], 1: [3]} for s in
-                                                 ("train", "valid", "test")})
-    data = load_crs(folder)
-    conversations = Conversations.from_data(data, flat_estimator(2, 16, 4), list_size=2)
-    bundle = ConversationBundle(conversations, MaxEntropy(), data.attribute_names, max_turns=15)
-    bundle.save(root / "served")
-    return root / "served"
 
 
 def test_a_conversation_asks_narrows_recommends_and_survives_a_restart(
@@ -88,3 +67,32 @@ def test_bundle_round_trip_keeps_the_graph_and_scores(conversation_folder):
     assert bundle.conversations.item_attributes.shape == (16, 4)
     conversation = bundle.conversations.start(None, [1])
     assert np.isfinite(bundle.conversations.attribute_entropy(conversation)[1])
+
+
+def test_answers_in_conversations_become_the_profiles_stated_interests(
+        ease_artefact, conversation_folder, tmp_path):
+    client, storage = make_client(ease_artefact, f"sqlite:///{tmp_path / 's.db'}",
+                                  conversation=conversation_folder)
+    with client:
+        assert client.get("/users/fan/profile").status_code == 404
+        cid = client.post("/conversations", json={"user_id": "fan"}).json()["conversation_id"]
+        asked = client.post(f"/conversations/{cid}/turns", json={"answer": "yes"}).json()
+        assert asked["turn"]["ask"]["attribute_id"] == 2
+        client.post(f"/conversations/{cid}/turns", json={"answer": "no"})
+        profile = client.get("/users/fan/profile").json()
+        stated = {row["attribute"]: row for row in profile["stated"]}
+        assert {name: row["answer"] for name, row in stated.items()} == {
+            "genre1": "yes", "genre2": "no"}
+        assert stated["genre1"]["times"] == 1 and stated["genre1"]["attribute_id"] == 1
+        assert "genre1" in profile["summary"]["text"] and "genre2" not in profile["summary"][
+            "text"]
+        # a later conversation's answer is the one that counts; both are counted
+        again = client.post("/conversations", json={"user_id": "fan"}).json()
+        client.post(f"/conversations/{again['conversation_id']}/turns", json={"answer": "no"})
+        later = client.get("/users/fan/profile").json()
+        genre1 = next(row for row in later["stated"] if row["attribute"] == "genre1")
+        assert genre1["answer"] == "no" and genre1["times"] == 2
+        assert later["version"] != profile["version"]
+        assert client.delete("/users/fan").json()["removed"]["conversations"] == 2
+        assert client.get("/users/fan/profile").status_code == 404
+    storage.close()

@@ -20,9 +20,10 @@ EXAMPLES = int(os.environ.get("USERLENS_SCHEMATHESIS_EXAMPLES", "40"))
 
 
 @pytest.fixture(scope="module")
-def api_schema(ease_artefact, tmp_path_factory):
+def api_schema(ease_artefact, conversation_folder, tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('schemathesis') / 'events.db'}"
-    client, storage = make_client(ease_artefact, url, api_key=API_KEY)
+    client, storage = make_client(ease_artefact, url, api_key=API_KEY,
+                                  conversation=conversation_folder)
     with client:
         client.post("/events", headers={"X-API-Key": API_KEY}, json={"events": [
             {"user_id": "u1", "item_id": f"m{i}"} for i in range(3)]})
@@ -34,7 +35,9 @@ def test_api_conforms_to_its_openapi_spec(api_schema):
     # schemathesis' pytest fixture integration does not run on pytest 9; drive its
     # strategies with hypothesis directly, one operation after the other.
     operations = [result.ok() for result in api_schema.get_all_operations()]
-    assert len(operations) >= 11
+    assert len(operations) >= 13
+    assert {operation.path for operation in operations} >= {
+        "/conversations", "/conversations/{conversation_id}/turns"}
     for operation in operations:
 
         @given(case=operation.as_strategy())

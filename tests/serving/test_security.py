@@ -270,6 +270,11 @@ def test_history_has_a_default_page_and_a_cursor(ease_artefact, db_url):
         assert [len(p) for p in pages] == [40, 40, 20]
         every = [e for page in reversed(pages) for e in page]
         assert [e["item_id"] for e in every] == [e["item_id"] for e in events]
+        # a cursor past the 64-bit range (the pattern allows 19 digits) is later than every
+        # event: the newest page, not an error
+        late = client.get("/users/long/history", params={"cursor": "9" * 19 + "." + "9" * 19})
+        assert late.status_code == 200 and late.json()["events"] == pages[0]
+        assert client.get("/users/long/history", params={"cursor": "1.x"}).status_code == 422
     storage.close()
 
 

@@ -105,6 +105,10 @@ class LearnedPolicy:
             valid_pairs = valid_pairs[rng.choice(len(valid_pairs), config.valid_pairs,
                                                  replace=False)]
         best, best_sr = self.learner.weights(), -1.0
+        if self.pretrain(conversations, simulator, train_pairs, max_turns=max_turns):
+            best_sr = self._check(0, conversations, simulator, valid_pairs, max_turns,
+                                  on_progress)
+            best = self.learner.weights()
         for episode in range(1, config.episodes + 1):
             user, item = train_pairs[rng.integers(len(train_pairs))]
             self.learning = True
@@ -115,17 +119,28 @@ class LearnedPolicy:
             self.end_episode(played.rewards)
             self.learning = False
             if episode % config.eval_every == 0 or episode == config.episodes:
-                result = evaluate(conversations, simulator, self, valid_pairs,
-                                  seed=self.seed + 1, max_turns=max_turns)
-                sr = result[f"sr@{max_turns}"]
-                row = {"episode": episode, "valid_sr": sr, "valid_at": result["at"]}
-                self.history.append(row)
-                if on_progress is not None:
-                    on_progress(row)
+                sr = self._check(episode, conversations, simulator, valid_pairs, max_turns,
+                                 on_progress)
                 if sr > best_sr:
                     best, best_sr = self.learner.weights(), sr
         self.learner.load(best)
         return self
+
+    def _check(self, episode: int, conversations, simulator, valid_pairs, max_turns,
+               on_progress) -> float:
+        """SR on the fixed validation sample, recorded in the history."""
+        result = evaluate(conversations, simulator, self, valid_pairs, seed=self.seed + 1,
+                          max_turns=max_turns)
+        row = {"episode": episode, "valid_sr": result[f"sr@{max_turns}"],
+               "valid_at": result["at"]}
+        self.history.append(row)
+        if on_progress is not None:
+            on_progress(row)
+        return row["valid_sr"]
+
+    def pretrain(self, conversations, simulator, train_pairs, *, max_turns) -> bool:
+        """Supervised start before reinforcement learning; True when it happened."""
+        return False
 
     def observe(self, conversations, conversation, action, reward, done, max_turns) -> None:
         pass
@@ -221,6 +236,34 @@ class EAR(LearnedPolicy):
 
     def end_episode(self, rewards: list[float]) -> None:
         self.learner.finish_episode(rewards)
+
+    def pretrain(self, conversations, simulator, train_pairs, *, max_turns) -> bool:
+        """EAR's pre-training: imitate max-entropy's moves (ask its attribute, or
+        recommend) on ``pretrain_episodes`` conversations over training pairs."""
+        episodes = self.training.pretrain_episodes
+        if not episodes:
+            return False
+        teacher, rng = MaxEntropy(), np.random.default_rng(self.seed + 2)
+        states, masks, actions = [], [], []
+
+        def teach(conversations, conversation, max_turns):
+            state, mask = self.state(conversations, conversation, max_turns)
+            action = teacher(conversations, conversation, max_turns)
+            choice = action.attribute if isinstance(action, Ask) else self.n_attributes
+            mask[choice] = True
+            states.append(state)
+            masks.append(mask)
+            actions.append(choice)
+            return action
+
+        for _ in range(episodes):
+            user, item = train_pairs[rng.integers(len(train_pairs))]
+            run_episode(conversations, simulator, teach, int(user), int(item), rng=rng,
+                        max_turns=max_turns)
+        agreement = self.learner.imitate(np.stack(states), np.stack(masks), np.array(actions),
+                                         epochs=self.training.pretrain_epochs, rng=rng)
+        self.history.append({"pretrain_moves": len(actions), "agreement": agreement})
+        return True
 
 
 def make_policy(name: PolicyName, *, n_attributes: int, max_turns: int = 15,

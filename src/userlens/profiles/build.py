@@ -14,7 +14,7 @@ from userlens.profiles.controls import Controls
 from userlens.profiles.facets import Events, behaviour, covering, interests
 from userlens.profiles.population import Population, as_polars
 from userlens.profiles.summary import template
-from userlens.profiles.types import SCHEMA_VERSION, Profile, Summary
+from userlens.profiles.types import SCHEMA_VERSION, Profile, Stated, Summary
 
 TIME_COLUMNS = ("timestamp", "ts", "time", "datetime")
 WEIGHT_COLUMNS = ("weight", "value", "rating")
@@ -51,10 +51,13 @@ def events_of(history: Any, population: Population, *, has_time: bool | None = N
                   time=times, weight=weights, has_time=timed)
 
 
-def version(events: Events, population: Population, controls: Controls) -> str:
+def version(events: Events, population: Population, controls: Controls,
+            stated: list[Stated] | None = None) -> str:
     digest = hashlib.sha256()
     digest.update(json.dumps([SCHEMA_VERSION, fingerprint(population), controls.to_json(),
                               events.has_time]).encode())
+    if stated:
+        digest.update(json.dumps([s.model_dump() for s in stated]).encode())
     digest.update("\x1f".join(events.item_ids).encode())
     digest.update(np.ascontiguousarray(events.time, np.float64).tobytes())
     digest.update(np.ascontiguousarray(events.weight, np.float64).tobytes())
@@ -77,7 +80,8 @@ def fingerprint(population: Population) -> str:
 def build(history: Any, population: Population, *, user_id: str | None = None,
           controls: Controls | None = None, has_time: bool | None = None,
           max_evidence: int = 10, max_interests_per_field: int = 10, max_clusters: int = 4,
-          session_gap_minutes: float = 30.0, seed: int = 0) -> Profile:
+          session_gap_minutes: float = 30.0, seed: int = 0,
+          stated: list[Stated] | None = None) -> Profile:
     """Build a user's profile from their events.
 
     Args:
@@ -87,6 +91,7 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
             (:class:`Population`).
         controls: the user's steering controls; muted and boosted values are flagged.
         has_time: whether timestamps are real times (default: when a time column exists).
+        stated: what the user answered in conversations (:class:`Stated`, newest first).
 
     Returns:
         The profile with the template summary (see ``userlens.profiles.llm`` for the LLM one).
@@ -103,13 +108,13 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
     top = ([f"{main.name}:{main.values[j]}" for j in covering(events, main)]
            if main is not None and (events.index >= 0).any() else [])
     return Profile(
-        user_id=user_id, version=version(events, population, controls),
+        user_id=user_id, version=version(events, population, controls, stated),
         as_of=float(events.time.max()) if events.has_time and len(events) else None,
         interests=found, top_interests=top, clusters=groups,
         cluster_source=population.vector_source,
-        behaviour=habits, summary=Summary(text=template(found, groups, habits, out),
+        behaviour=habits, summary=Summary(text=template(found, groups, habits, out, stated),
                                           source="template"),
-        controls=out)
+        controls=out, stated=stated or [])
 
 
 def _flag(found: list, controls: Controls) -> list:

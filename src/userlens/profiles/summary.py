@@ -13,14 +13,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from userlens.profiles.population import Population
-from userlens.profiles.types import Behaviour, Cluster, ControlsOut, Interest
+from userlens.profiles.types import Behaviour, Cluster, ControlsOut, Interest, Stated
 
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NUMBER = re.compile(r"(?<![\w.:])(\d+(?:[.,]\d+)*)(\s*%)?")
 
 
 def template(interests: list[Interest], clusters: list[Cluster], behaviour: Behaviour,
-             controls: ControlsOut) -> str:
+             controls: ControlsOut, stated: list[Stated] | None = None) -> str:
     """Two to four sentences from the profile's strongest facts."""
     parts = []
     top = interests[:3]
@@ -53,6 +53,9 @@ def template(interests: list[Interest], clusters: list[Cluster], behaviour: Beha
                          "events).")
     if controls.mute:
         parts.append(f"Muted: {', '.join(controls.mute)}.")
+    liked = [s.attribute for s in stated or [] if s.answer == "yes"][:5]
+    if liked:
+        parts.append(f"Said yes in conversations to: {', '.join(liked)}.")
     return " ".join(parts) if parts else "No events yet."
 
 

@@ -136,6 +136,23 @@ class ControlsOut(_Fact):
     """Events the user asked to forget (removed from storage; only the count is kept)."""
 
 
+class Stated(_Fact):
+    """An attribute the user answered about in conversations (``POST /conversations``):
+    what they said, not what their events show."""
+
+    attribute: str
+    """The attribute's readable name (as the conversation asked it)."""
+    attribute_id: int
+    """The attribute's id in the conversation model."""
+    answer: Literal["yes", "no"]
+    """The user's latest answer about it."""
+    times: int
+    """How many times they were asked about it, in all their conversations."""
+    last_stated: float
+    """When they last answered (seconds since the epoch)."""
+    explanation: str
+
+
 class Profile(_Fact):
     """Who the user is, from their events, in facts with evidence."""
 
@@ -158,3 +175,6 @@ class Profile(_Fact):
     behaviour: Behaviour
     summary: Summary
     controls: ControlsOut
+    stated: list[Stated] = Field(default_factory=list)
+    """What the user said in conversations: attributes confirmed ("yes") or declined
+    ("no"), newest first; empty when the service has no conversation model."""

@@ -122,6 +122,7 @@ def create_app(engine: Engine, storage: Storage, settings: ServeSettings) -> Fas
 
         app.state.conversations = ConversationService.load(
             settings.conversation, storage, max_history=settings.max_history)
+        app.state.profiles.stated = app.state.conversations.stated
         app.include_router(conversations.router)
     _document_security(app)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

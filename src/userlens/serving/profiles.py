@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -19,7 +20,7 @@ from userlens.profiles.explain import explain, serving_interest
 from userlens.profiles.facets import Events, interests
 from userlens.profiles.llm_summary import summarise
 from userlens.profiles.population import Population
-from userlens.profiles.types import Profile, Summary
+from userlens.profiles.types import Profile, Stated, Summary
 from userlens.serving.engine import Scored
 from userlens.serving.service import Service
 
@@ -39,6 +40,9 @@ class Profiles:
         self._client_lock = threading.Lock()
         self._pending: set[tuple[str, str]] = set()
         self._pending_lock = threading.Lock()
+        self.stated: Callable[[str], list[Stated]] | None = None
+        """What a user said in conversations (set when the service serves a conversation
+        model); part of the profile."""
 
     # ------------------------------------------------------------------ profiles
 
@@ -63,11 +67,13 @@ class Profiles:
         """
         controls_json = self.service.storage.controls(user_id)
         events = self.events(user_id)
-        if events.is_empty() and controls_json is None:
+        stated = self.stated(user_id) if self.stated is not None else []
+        if events.is_empty() and controls_json is None and not stated:
             raise UnknownUser(user_id)
         engine = self.service.engine
         return build(events, engine.population, user_id=user_id,
-                     controls=Controls.from_json(controls_json), has_time=True)
+                     controls=Controls.from_json(controls_json), has_time=True,
+                     stated=stated)
 
     def cached_summary(self, profile: Profile) -> Summary | None:
         found = self.service.storage.summary(profile.user_id, profile.version)

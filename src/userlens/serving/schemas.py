@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from userlens.serving.tables import ID_LENGTH
 
@@ -295,10 +296,15 @@ class ConversationStart(BaseModel):
 class TurnReply(BaseModel):
     """The answer to a question, or the verdict on a list: exactly one key."""
 
-    model_config = ConfigDict(extra="forbid")
-    answer: Literal["yes", "no"] | None = None
-    accept: ExternalId | int | None = None
-    reject: Literal[True] | None = None
+    # "exactly one key" is part of the published schema, so clients (and schemathesis)
+    # know an empty or a two-key body is invalid
+    model_config = ConfigDict(extra="forbid", json_schema_extra={
+        "minProperties": 1, "maxProperties": 1,
+        "oneOf": [{"required": ["answer"]}, {"required": ["accept"]},
+                  {"required": ["reject"]}]})
+    answer: Literal["yes", "no"] | SkipJsonSchema[None] = None
+    accept: ExternalId | int | SkipJsonSchema[None] = None
+    reject: Literal[True] | SkipJsonSchema[None] = None
 
     def as_dict(self) -> dict[str, Any]:
         given = {k: v for k, v in self.model_dump().items() if v is not None}

@@ -196,6 +196,16 @@ class Storage:
             return connection.execute(select(conversations.c.state).where(
                 conversations.c.conversation_id == conversation_id)).scalar()
 
+    def conversations_of(self, user_id: str, limit: int = 100
+                         ) -> list[tuple[dict[str, Any], int]]:
+        """A user's newest conversations: (state, last update in ms), newest first."""
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                select(conversations.c.state, conversations.c.updated_ms)
+                .where(conversations.c.user_id == user_id)
+                .order_by(conversations.c.updated_ms.desc()).limit(limit)).all()
+        return [(state, int(updated)) for state, updated in rows]
+
     def put_conversation(self, conversation_id: str, user_id: str | None,
                          state: dict[str, Any]) -> None:
         stamp = now_ms()

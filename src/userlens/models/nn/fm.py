@@ -36,11 +36,21 @@ class AttributeFM(nn.Module):
     With ``item_content`` an item's vector is its own embedding plus the mean of a content
     embedding of its attributes (a factorisation machine's item features), so an item
     never seen in training still has a vector; EAR's FM uses the item embedding alone.
+    ``identity`` (n_items,) bool, when given, says which items have an own embedding at
+    all: the others are scored from their content alone (an item no training pair holds
+    would otherwise only ever meet its own embedding as a sampled negative, pushed down).
     """
 
     def __init__(self, n_users: int, n_items: int, n_attributes: int, dim: int,
-                 item_content: bool = False) -> None:
+                 item_content: bool = False, identity: np.ndarray | None = None) -> None:
         super().__init__()
+        if identity is not None and not item_content:
+            raise ValueError("an item without its own embedding needs item_content")
+        mask = np.ones(n_items, np.float32) if identity is None else \
+            np.asarray(identity, dtype=np.float32)
+        if mask.shape != (n_items,):
+            raise ValueError(f"identity has shape {mask.shape}, expected ({n_items},)")
+        self.register_buffer("identity", torch.from_numpy(mask)[:, None], persistent=False)
         self.user = nn.Embedding(n_users, dim)
         self.item = nn.Embedding(n_items, dim)
         self.attribute = nn.Embedding(n_attributes + 1, dim, padding_idx=n_attributes)
@@ -54,7 +64,7 @@ class AttributeFM(nn.Module):
     def item_vectors(self, items: torch.Tensor, bags: tuple[torch.Tensor, torch.Tensor] | None
                      ) -> torch.Tensor:
         """(B, D); ``bags``: the items' attributes as EmbeddingBag (flat, offsets)."""
-        vectors = self.item(items)
+        vectors = self.item(items) * self.identity[items]
         if self.content is not None and bags is not None:
             vectors = vectors + self.content(*bags)
         return vectors
@@ -82,6 +92,7 @@ class FMTraining:
     attribute_weight: float = 1.0
     max_known: int = 8
     item_content: bool = True
+    item_identity: str = "all"
     threads: int | None = None
 
 
@@ -188,7 +199,14 @@ def train_fm(
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     n_items, n_attributes = item_attributes.shape
-    model = AttributeFM(n_users, n_items, n_attributes, config.dim, config.item_content)
+    identity = None
+    if config.item_identity == "seen":
+        identity = np.zeros(n_items, dtype=bool)
+        identity[train_pairs[:, 1]] = True
+    elif config.item_identity != "all":
+        raise ValueError(f"item_identity must be 'all' or 'seen', not {config.item_identity!r}")
+    model = AttributeFM(n_users, n_items, n_attributes, config.dim, config.item_content,
+                        identity)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
                                  weight_decay=config.l2)
     sampler = _Sampler(item_attributes, config.max_known)

@@ -141,6 +141,26 @@ class Reinforce:
         self._log_probs = []
         return float(loss.detach())
 
+    def imitate(self, states: np.ndarray, masks: np.ndarray, actions: np.ndarray, *,
+                epochs: int, rng: np.random.Generator, batch_size: int = 256) -> float:
+        """Behaviour cloning: cross-entropy of the masked policy on a teacher's moves;
+        returns the share of moves the policy then picks itself (greedy)."""
+        x = torch.as_tensor(states, dtype=torch.float32)
+        allowed = torch.as_tensor(masks)
+        y = torch.as_tensor(actions, dtype=torch.int64)
+        for _ in range(epochs):
+            order = torch.as_tensor(rng.permutation(len(y)))
+            for start in range(0, len(y), batch_size):
+                rows = order[start:start + batch_size]
+                logits = self.net(x[rows]).masked_fill(~allowed[rows], float("-inf"))
+                loss = torch.nn.functional.cross_entropy(logits, y[rows])
+                self.optimiser.zero_grad()
+                loss.backward()
+                self.optimiser.step()
+        with torch.no_grad():
+            picked = self.net(x).masked_fill(~allowed, float("-inf")).argmax(1)
+        return float((picked == y).float().mean())
+
     def weights(self) -> dict[str, np.ndarray]:
         return _weights(self.net)
 

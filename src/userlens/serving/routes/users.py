@@ -18,10 +18,11 @@ def _cursor(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
     ts_ms, sep, row = text.partition(".")
-    if not sep or not ts_ms.isdigit() or not row.isdigit() \
-            or max(int(ts_ms), int(row)) > INT64_MAX:
+    if not sep or not (ts_ms.isascii() and ts_ms.isdigit() and row.isascii() and row.isdigit()):
         raise invalid(("query", "cursor"), "not a cursor from a previous page")
-    return int(ts_ms), int(row)
+    # the pattern allows 19 digits: past the database's 64-bit range a cursor is later
+    # than every event, which is what INT64_MAX says too
+    return min(int(ts_ms), INT64_MAX), min(int(row), INT64_MAX)
 
 
 @router.get("/users/{user_id}/history", response_model=HistoryOut,

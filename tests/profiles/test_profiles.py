@@ -182,3 +182,17 @@ def test_top_interests_cover_the_events_not_the_same_ones_twice():
     assert [f.values[j] for j in covering(one, f, k=2, smoothing=20)] == ["Drama", "Comedy"]
     assert profiles.build(["x1", "x2", "x3", "y1", "y1"], pop).top_interests[:2] == \
         ["genre:Action", "genre:Drama"]
+
+
+def test_control_patterns_spell_out_exactly_what_python_calls_whitespace():
+    # the OpenAPI pattern is read by ECMA regex engines too, where \s means something else
+    import re
+    import sys
+
+    from userlens.profiles.controls import SPACE, ControlsPatch
+
+    space = re.compile(f"[{SPACE}]")
+    assert all(chr(c).isspace() == bool(space.fullmatch(chr(c)))
+               for c in range(sys.maxunicode + 1))
+    with pytest.raises(ValueError):
+        ControlsPatch(mute=["\x85:x"])

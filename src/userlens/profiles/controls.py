@@ -23,9 +23,12 @@ from pydantic import (
 
 from userlens.profiles.types import ControlsOut
 
-KEY_PATTERN = r"^[^:\x00]*[^:\s\x00][^:\x00]*:[^\x00]*[^\s\x00][^\x00]*$"
+SPACE = r" \t\n\r\f\v\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+"""What ``str.isspace`` (and so ``str.strip``) calls whitespace, spelled out: ``\\s`` means
+less in the JSON-schema (ECMA) regex clients validate with than in Python's."""
+KEY_PATTERN = rf"^[^:\x00]*[^:{SPACE}\x00][^:\x00]*:[^\x00]*[^{SPACE}\x00][^\x00]*$"
 """``field:value`` or ``item:ID``: a field and a value, each with a visible character."""
-ITEM_PATTERN = r"^\s*[Ii][Tt][Ee][Mm]\s*:[^\x00]*[^\s\x00][^\x00]*$"
+ITEM_PATTERN = rf"^[{SPACE}]*[Ii][Tt][Ee][Mm][{SPACE}]*:[^\x00]*[^{SPACE}\x00][^\x00]*$"
 Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN, max_length=600)]
 ItemKey = Annotated[str, StringConstraints(pattern=ITEM_PATTERN, max_length=600)]
 MAX_BOOST = 10.0

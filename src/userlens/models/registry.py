@@ -14,7 +14,13 @@ from pydantic import BaseModel
 from userlens.models.base import Recommender, read_model_meta
 from userlens.models.classic import EASE, ItemKNN, MostPopular
 from userlens.models.factorization import ALS, BPR
-from userlens.models.sequential_config import BERT4RecConfig, GRU4RecConfig, SASRecConfig
+from userlens.models.sequential_config import (
+    BERT4RecConfig,
+    GRU4RecConfig,
+    ICLRecConfig,
+    ICSRecConfig,
+    SASRecConfig,
+)
 
 
 def _sasrec() -> type[Recommender]:
@@ -35,12 +41,26 @@ def _gru4rec() -> type[Recommender]:
     return GRU4Rec
 
 
+def _icsrec() -> type[Recommender]:
+    from userlens.models.nn.contrastive import ICSRec
+
+    return ICSRec
+
+
+def _iclrec() -> type[Recommender]:
+    from userlens.models.nn.contrastive import ICLRec
+
+    return ICLRec
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR)}
 _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "sasrec": (SASRecConfig, _sasrec),
     "bert4rec": (BERT4RecConfig, _bert4rec),
     "gru4rec": (GRU4RecConfig, _gru4rec),
+    "icsrec": (ICSRecConfig, _icsrec),
+    "iclrec": (ICLRecConfig, _iclrec),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

@@ -177,3 +177,33 @@ def initial_logit_bias(loss: str, n_negatives: int, n_items: int, t: float) -> f
 
 def uniform_log_q(n_items: int, device: torch.device | None = None) -> torch.Tensor:
     return torch.full((n_items,), -math.log(n_items), device=device)
+
+
+def info_nce(first: torch.Tensor, second: torch.Tensor, temperature: float = 1.0,
+             labels: torch.Tensor | None = None, similarity: str = "dot") -> torch.Tensor:
+    """In-batch InfoNCE between two views: row k of ``first`` and row k of ``second`` are a
+    positive pair; the other 2(N - 1) rows of both views are the negatives (SimCLR's NT-Xent,
+    as CL4SRec, ICLRec and ICSRec use it). Averaged over the 2N anchors.
+
+    Args:
+        first, second: (N, D) the two views.
+        labels: (N,) optional class of each pair (ICSRec's false-negative mask): rows whose
+            label equals the anchor's are not used as its negatives.
+        similarity: "dot" (the reference code's default) or "cos".
+    """
+    n = len(first)
+    z = torch.cat([first, second]).float()  # (2N, D)
+    if similarity == "cos":
+        z = F.normalize(z, dim=1)
+    sim = (z @ z.T) / temperature  # (2N, 2N)
+    index = torch.arange(2 * n, device=z.device)
+    partner = (index + n) % (2 * n)
+    positive = sim[index, partner].unsqueeze(1)  # (2N, 1)
+    if labels is None:
+        excluded = (index.unsqueeze(1) == index) | (partner.unsqueeze(1) == index)
+    else:
+        both = torch.cat([labels, labels])
+        excluded = both.unsqueeze(1) == both.unsqueeze(0)  # self, positive, same class
+    negatives = sim.masked_fill(excluded, float("-inf"))
+    logits = torch.cat([positive, negatives], dim=1)  # (2N, 1 + 2N); the positive is class 0
+    return F.cross_entropy(logits, torch.zeros(2 * n, dtype=torch.long, device=z.device))

@@ -120,6 +120,12 @@ class SequentialRecommender(Recommender):
         return self._loss(hidden[has_target], targets[has_target] - 1, generator,
                           _positions(weights, has_target))
 
+    def _prepare_training(self, sequences: list[np.ndarray], seed: int
+                          ) -> Callable[[int], None] | None:
+        """Per-fit state a model's loss needs (called once before training); may return
+        a hook the trainer runs before every epoch."""
+        return None
+
     # ------------------------------------------------------------------ shared
 
     def _targets_per_sequence(self, lengths: np.ndarray) -> float:
@@ -162,7 +168,8 @@ class SequentialRecommender(Recommender):
         history = train(self.module_, sequences, self._batch_loss, validate, c.training(),
                         seed=seed, device=self.device_, on_epoch=self._epoch_callback,
                         sequence_weights=None if user_weights is None
-                        else user_weights[kept])
+                        else user_weights[kept],
+                        before_epoch=self._prepare_training(sequences, seed))
         self.training_ = history.to_dict()
         return self
 
@@ -278,11 +285,13 @@ class SASRec(SequentialRecommender):
 
     name = "sasrec"
     config_class = SASRecConfig
+    _n_special = 0  # extra tokens after the items (a [mask] for augmented views)
 
     def _build_module(self, n_items: int) -> nn.Module:
         c = self.config
         return TransformerSequenceEncoder(n_items, c.dim, c.n_blocks, c.n_heads, c.max_len,
                                           c.dropout, causal=True, ff_mult=c.ff_mult,
+                                          n_special=self._n_special,
                                           activation=c.activation, layout=c.layout,
                                           init_std=c.init_std,
                                           scale_embeddings=c.scale_embeddings,

@@ -90,8 +90,12 @@ def train(
     device: torch.device,
     on_epoch: Callable[[dict], None] | None = None,
     sequence_weights: np.ndarray | None = None,
+    before_epoch: Callable[[int], None] | None = None,
 ) -> TrainingHistory:
     """Train ``module`` in place; the best validated weights are restored at the end.
+
+    ``before_epoch(epoch)`` runs before each epoch's batches, with the module in eval mode
+    (ICSRec and ICLRec cluster the sequence representations there).
 
     ``sequence_weights`` (one per sequence) are handed to ``batch_loss`` as a (B,) float32
     tensor on ``device`` with each batch (None when not given)."""
@@ -112,8 +116,11 @@ def train(
     started = time.perf_counter()
     autocast_type = "cuda" if device.type == "cuda" else "cpu"
     for epoch in range(1, c.max_epochs + 1):
-        model.train()
         epoch_started = time.perf_counter()
+        if before_epoch is not None:
+            module.eval()
+            before_epoch(epoch)
+        model.train()
         batches = (length_batches(lengths, c.batch_size, rng) if c.batching == "length"
                    else random_batches(len(lengths), c.batch_size, rng))
         if world_size > 1:

@@ -108,24 +108,72 @@ class EvaluationConfig(BaseModel, frozen=True, extra="forbid",
         return self
 
 
+class SearchRange(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
+    """One hyper-parameter's search space for ``userlens tune``: ``{ low, high, log, step }``
+    (integers when low and high are both integers) or ``{ choices = [...] }``."""
+
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    """Sample on a log scale (learning rates, regularisation)."""
+    step: float | int | None = Field(default=None, gt=0)
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or not self.choices:
+                raise ValueError("give either choices = [...] (not empty) or low and high")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("give low < high (or choices = [...])")
+        elif self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        elif self.log and self.step is not None:
+            raise ValueError("give log or step, not both")
+        return self
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int) and \
+            not isinstance(self.step, float)
+
+    def edges(self) -> list[Any]:
+        """The values a config must accept: the range's ends, or every choice."""
+        return list(self.choices) if self.choices is not None else [self.low, self.high]
+
+
 class ModelEntry(BaseModel, frozen=True, extra="forbid",
            use_attribute_docstrings=True):
     name: str
     label: str | None = None
     """Name in the leaderboard and artefact folder (default: the model name)."""
     params: dict[str, Any] = {}
+    search: dict[str, SearchRange] = {}
+    """``[models.search]``: the space ``userlens tune`` searches, one range per parameter
+    (``run`` ignores it and trains ``params`` as given)."""
 
     @model_validator(mode="after")
     def _known_model(self) -> ModelEntry:
         if self.name not in MODEL_NAMES:
             raise ValueError(f"unknown model '{self.name}'; known models: "
                              f"{', '.join(MODEL_NAMES)}")
+        params_class = config_class(self.name)
         try:
-            config_class(self.name)(**self.params)
+            params_class(**self.params)
         except ValidationError as error:
             problems = "; ".join(f"params.{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                  for e in error.errors())
             raise ValueError(f"model '{self.name}': {problems}") from None
+        for key, space in self.search.items():
+            if key not in params_class.model_fields:
+                raise ValueError(f"model '{self.name}': search.{key} is not one of its "
+                                 "parameters")
+            for value in space.edges():
+                try:
+                    params_class(**{**self.params, key: value})
+                except ValidationError as error:
+                    raise ValueError(f"model '{self.name}': search.{key} = {value!r} is not "
+                                     f"a valid value ({error.errors()[0]['msg']})") from None
         return self
 
     @property

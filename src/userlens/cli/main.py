@@ -157,6 +157,66 @@ def run(
         out.print(f"plot: {plot}")
 
 
+@app.command()
+def tune(
+    config: Annotated[Path, typer.Argument(help="experiment TOML file with [models.search]")],
+    trials: Annotated[int, typer.Option(min=1, help="trials per searched model")] = 20,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time-limit", min=1, help="seconds of search per model (a running trial finishes)")
+    ] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="default runs/<name>/tune")
+                       ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print only the JSON summary")
+                           ] = False,
+) -> None:
+    """Search each model's [models.search] space with Optuna on validation NDCG@10 only, write
+    the best config beside the study, then train the winners and report test once."""
+    from userlens.config import load_config
+    from userlens.evaluation.report import leaderboard_table
+    from userlens.evaluation.tune import tune_experiment
+
+    try:
+        experiment = load_config(config)
+    except _user_errors() as error:
+        _fail(str(error))
+    target = out_dir or Path("runs") / experiment.name / "tune"
+
+    def on_event(event: str, payload: dict) -> None:
+        if event == "trial_start":
+            err.print(f"{payload['model']} trial {payload['trial']}: {payload['params']}",
+                      highlight=False)
+        elif event == "epoch" and "trial" in payload and "valid_ndcg@10" in payload:
+            err.print(f"  epoch {payload['epoch']}: valid ndcg@10 "
+                      f"{payload['valid_ndcg@10']:.4f}", highlight=False)
+        elif event == "trial_end":
+            value = payload["value"]
+            err.print(f"{payload['model']} trial {payload['trial']} {payload['state'].lower()}"
+                      + (f": valid ndcg@10 {value:.4f}" if value is not None else ""),
+                      highlight=False)
+        elif event == "test":
+            err.print(f"best config: {payload['config']}; training the winners and "
+                      "evaluating on test once", highlight=False)
+
+    try:
+        summary = tune_experiment(experiment, target, trials=trials, time_limit=time_limit,
+                                  mirror=_mirror(), data_home=_data_home(), on_event=on_event)
+    except _user_errors() as error:
+        _fail(str(error).strip("'\""))
+    if json_output:
+        print(json.dumps({k: summary[k] for k in ("name", "objective", "studies",
+                                                  "best_config")}
+                         | {"test": summary["test"]["results"]}))
+        return
+    for study in summary["studies"]:
+        out.print(f"{study['model']}: best valid ndcg@10 {study['best_valid_ndcg@10']:.4f} "
+                  f"(trial {study['best_trial']} of {study['trials']}, {study['pruned']} "
+                  f"pruned, {study['seconds']:.0f} s): {study['best_params']}",
+                  highlight=False)
+    out.print(leaderboard_table(summary["test"]))
+    out.print(f"best config: {summary['best_config']}; study: {target}/study.db; test "
+              f"artefacts: {target}/winner/")
+
+
 def _run_conversation(experiment, target: Path, json_output: bool) -> None:
     """``userlens run`` on a ``[conversation]`` config: estimator, policies, simulator."""
     from userlens.conversation.experiment import load_conversation_data, run_conversation

@@ -1,0 +1,141 @@
+"""Hyper-parameter search on the validation split only (``userlens tune``).
+
+Each ``[[models]]`` entry with a ``[models.search]`` table gets an Optuna study (TPE sampler
+seeded by the config's seed, median pruning on the validation curve of models trained in
+epochs). A trial trains on the training split and is scored by NDCG@10 on the validation
+split; the test split is never scored during the search. The best parameters are written as
+a runnable config beside the study (``best.toml``, ``study.db``), and the winners, with the
+config's untuned models beside them, are then trained once more and evaluated on the test
+split once, as ``userlens run`` would (``winner/``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from userlens.config import ConfigError, ExperimentConfig, ModelEntry, SearchRange
+from userlens.data.datasets import DEFAULT_DATA_HOME
+from userlens.evaluation.experiment import run_experiment
+from userlens.evaluation.runner import evaluate
+from userlens.models.base import Capability
+from userlens.models.registry import create
+from userlens.pipeline import load_data, make_split
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVE = "ndcg@10"
+
+
+def suggest(trial: Any, key: str, space: SearchRange) -> Any:
+    """Draw one value of ``space`` for an Optuna trial."""
+    if space.choices is not None:
+        return trial.suggest_categorical(key, space.choices)
+    if space.integer:
+        return trial.suggest_int(key, space.low, space.high, step=space.step or 1,
+                                 log=space.log)
+    return trial.suggest_float(key, float(space.low), float(space.high), step=space.step,
+                               log=space.log)
+
+
+def tune_experiment(
+    config: ExperimentConfig,
+    out_dir: Path,
+    *,
+    trials: int,
+    time_limit: float | None = None,
+    mirror: Path | None = None,
+    data_home: Path = DEFAULT_DATA_HOME,
+    on_event: Callable[[str, dict], None] | None = None,
+) -> dict:
+    """Search every model's ``search`` space on validation, write ``best.toml`` and the study
+    to ``out_dir``, then train the winners and report test once. ``time_limit`` (seconds)
+    bounds each model's search; a trial running at the limit finishes."""
+    import optuna
+    import tomli_w
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    notify = on_event or (lambda event, payload: None)
+    searched = [entry for entry in config.models if entry.search]
+    if not searched:
+        raise ConfigError(f"{config.name}: nothing to tune; give a model a [models.search] "
+                          "table, e.g. learning_rate = { low = 1e-4, high = 1e-2, log = true }")
+    dataset = load_data(config.data, mirror=mirror, data_home=data_home)
+    split = make_split(dataset, config.split, config.seed)
+    if split.valid is None or not len(split.valid):
+        raise ConfigError(f"{config.name}: tuning selects on the validation split; this "
+                          "split has none (set [split] validation = true)")
+    notify("data", dataset.summary())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
+    chosen: dict[str, ModelEntry] = {}
+    studies = []
+    for entry in searched:
+        started = time.perf_counter()
+        study = optuna.create_study(
+            study_name=entry.display, storage=storage, direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=config.seed),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
+            load_if_exists=True)
+
+        def objective(trial: Any, entry: ModelEntry = entry) -> float:
+            drawn = {key: suggest(trial, key, space) for key, space in entry.search.items()}
+            notify("trial_start", {"model": entry.display, "trial": trial.number,
+                                   "params": drawn})
+            model = create(entry.name, {**entry.params, **drawn})
+            if model.can(Capability.EPOCHS):
+                def report(record: dict) -> None:
+                    notify("epoch", {"model": entry.display, "trial": trial.number, **record})
+                    value = record.get("valid_ndcg@10")
+                    if value is not None:
+                        trial.report(value, record["epoch"])
+                        if trial.should_prune():
+                            raise optuna.TrialPruned()
+
+                model.set_epoch_callback(report)
+            model.fit(split.train, valid=split.valid, seed=config.seed)
+            result = evaluate(model, split, [OBJECTIVE], stage="valid",
+                              protocol=config.evaluation.protocol, catalog=dataset.catalog,
+                              batch_size=config.evaluation.batch_size, seed=config.seed)
+            return result.means()[OBJECTIVE]
+
+        def finished(study: Any, trial: Any, entry: ModelEntry = entry) -> None:
+            notify("trial_end", {"model": entry.display, "trial": trial.number,
+                                 "state": trial.state.name, "value": trial.value,
+                                 "params": trial.params})
+
+        study.optimize(objective, n_trials=trials, timeout=time_limit, callbacks=[finished],
+                       catch=())
+        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        if not done:
+            raise RuntimeError(f"{entry.display}: no trial completed (all pruned or failed)")
+        best = study.best_trial
+        chosen[entry.display] = entry.model_copy(update={
+            "params": {**entry.params, **best.params}, "search": {}})
+        studies.append({
+            "model": entry.display, "trials": len(study.trials), "completed": len(done),
+            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+            "seconds": time.perf_counter() - started, "best_trial": best.number,
+            f"best_valid_{OBJECTIVE}": best.value, "best_params": best.params,
+            "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
+        })
+    tuned = config.model_copy(update={
+        "name": f"{config.name}-tuned",
+        "models": [chosen.get(entry.display, entry) for entry in config.models]})
+    best_path = out_dir / "best.toml"
+    best_path.write_text(
+        f"# written by `userlens tune` from {config.name}: the best validation "
+        f"{OBJECTIVE} of each searched model\n"
+        + tomli_w.dumps(tuned.model_dump(mode="json", exclude_none=True,
+                                         exclude_defaults=True)))
+    notify("test", {"config": str(best_path)})
+    report = run_experiment(tuned, out_dir / "winner", mirror=mirror, data_home=data_home,
+                            on_event=on_event)
+    summary = {"name": config.name, "objective": f"valid {OBJECTIVE}", "studies": studies,
+               "best_config": str(best_path), "test": report}
+    (out_dir / "tune.json").write_text(json.dumps(summary, indent=2))
+    return summary

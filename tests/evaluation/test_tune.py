@@ -1,0 +1,103 @@
+"""`userlens tune`: validation-only search, best config beside the study, test once."""
+
+import json
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from tests.cli.test_cli import log_file, write_config  # noqa: F401 (fixture)
+from userlens.cli.main import app
+from userlens.config import ConfigError, load_config
+from userlens.evaluation import experiment as experiment_module
+from userlens.evaluation import runner as runner_module
+from userlens.evaluation import tune as tune_module
+from userlens.evaluation.tune import tune_experiment
+from userlens.models import create
+from userlens.pipeline import load_data, make_split
+
+EASE_SEARCH = 'name = "ease"\nparams = { l2 = 10.0 }\n' \
+              '[models.search]\nl2 = { low = 0.1, high = 1000.0, log = true }'
+
+
+def test_search_uses_validation_only_and_writes_a_runnable_best_config(
+        tmp_path, log_file, monkeypatch):  # noqa: F811
+    config = load_config(write_config(tmp_path, log_file, models=[
+        'name = "most_popular"', EASE_SEARCH]))
+    stages = []
+    real = runner_module.evaluate
+
+    def recording(*args, **kwargs):
+        stages.append(kwargs.get("stage", "test"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "evaluate", recording)
+    monkeypatch.setattr(experiment_module, "evaluate", recording)
+    summary = tune_experiment(config, tmp_path / "tune", trials=6)
+
+    # six validation scores, then the winner run scores test once per model (2 models)
+    assert stages == ["valid"] * 6 + ["test"] * 2
+    study = optuna.load_study(study_name="ease",
+                              storage=f"sqlite:///{tmp_path / 'tune' / 'study.db'}")
+    values = [t.value for t in study.trials]
+    assert len(values) == 6 and len({round(v, 12) for v in values}) > 1
+    (ease,) = summary["studies"]
+    assert ease["best_valid_ndcg@10"] == max(values)
+    best = load_config(tmp_path / "tune" / "best.toml")
+    entry = {m.name: m for m in best.models}["ease"]
+    assert entry.search == {} and entry.params["l2"] == ease["best_params"]["l2"]
+    assert best.name == "toy-tuned"
+    # the study's value is the validation NDCG@10 of that l2, computed independently
+    dataset = load_data(config.data)
+    split = make_split(dataset, config.split, config.seed)
+    model = create("ease", {"l2": entry.params["l2"]}).fit(split.train)
+    again = real(model, split, ["ndcg@10"], stage="valid").means()["ndcg@10"]
+    assert again == pytest.approx(ease["best_valid_ndcg@10"], rel=1e-9)
+    # test reported once, for the tuned model and the untouched baseline
+    assert [r["model"] for r in summary["test"]["results"]] == ["most_popular", "ease"]
+    assert (tmp_path / "tune" / "winner" / "ease" / "model").is_dir()
+
+
+def test_epoch_models_report_their_validation_curve_to_the_study(tmp_path, log_file):  # noqa: F811
+    sasrec = ('name = "sasrec"\nparams = { dim = 8, max_len = 8, max_epochs = 3, '
+              'batch_size = 16, threads = 1 }\n'
+              '[models.search]\nlearning_rate = { low = 1e-3, high = 1e-2, log = true }\n'
+              'dropout = { choices = [0.0, 0.2] }')
+    config = load_config(write_config(tmp_path, log_file, models=[sasrec]))
+    tune_experiment(config, tmp_path / "tune", trials=2)
+    study = optuna.load_study(study_name="sasrec",
+                              storage=f"sqlite:///{tmp_path / 'tune' / 'study.db'}")
+    for trial in study.trials:
+        assert sorted(trial.intermediate_values) == [1, 2, 3]
+        assert set(trial.params) == {"learning_rate", "dropout"}
+        assert trial.params["dropout"] in (0.0, 0.2)
+
+
+@pytest.mark.parametrize("search, expected", [
+    ("l3 = { low = 1, high = 2 }", "search.l3 is not one of its parameters"),
+    ("l2 = { low = 5, high = 1 }", "low < high"),
+    ("l2 = { low = 0.0, high = 1.0, log = true }", "log-scale range needs low > 0"),
+    ("l2 = { low = -5.0, high = 1.0 }", "search.l2 = -5.0 is not a valid value"),
+    ("l2 = { choices = [] }", "choices"),
+])
+def test_bad_search_spaces_are_named(tmp_path, log_file, search, expected):  # noqa: F811
+    path = write_config(tmp_path, log_file, models=[
+        f'name = "ease"\n[models.search]\n{search}'])
+    with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+        load_config(path)
+
+
+def test_cli_tune_json_and_nothing_to_tune(tmp_path, log_file):  # noqa: F811
+    runner = CliRunner()
+    plain = write_config(tmp_path, log_file)
+    result = runner.invoke(app, ["tune", str(plain), "--out", str(tmp_path / "t0")])
+    assert result.exit_code == 2 and "nothing to tune" in result.output
+    config = write_config(tmp_path, log_file, models=[EASE_SEARCH])
+    result = runner.invoke(app, ["tune", str(config), "--trials", "3", "--json",
+                                 "--out", str(tmp_path / "t1")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["objective"] == "valid ndcg@10"
+    assert report["studies"][0]["trials"] == 3
+    assert report["test"][0]["model"] == "ease" and "ndcg@5" in report["test"][0]["metrics"]
+    assert load_config(report["best_config"]).models[0].search == {}

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from userlens.models.base import Recommender, read_model_meta
 from userlens.models.classic import EASE, ItemKNN, MostPopular
 from userlens.models.factorization import ALS, BPR
+from userlens.models.repeat import ACTR, RepeatFrequent, RepeatRecent
 from userlens.models.sequential_config import (
     BERT4RecConfig,
     GRU4RecConfig,
@@ -54,7 +55,8 @@ def _iclrec() -> type[Recommender]:
 
 
 _CLASSIC: dict[str, type[Recommender]] = {
-    model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR)}
+    model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
+                                     RepeatFrequent, ACTR)}
 _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "sasrec": (SASRecConfig, _sasrec),
     "bert4rec": (BERT4RecConfig, _bert4rec),

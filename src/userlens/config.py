@@ -376,6 +376,15 @@ class ExperimentConfig(BaseModel, frozen=True, extra="forbid",
         duplicated = sorted({x for x in labels if labels.count(x) > 1})
         if duplicated:
             raise ValueError(f"models {duplicated} appear twice; give each a distinct 'label'")
+        if self.evaluation.protocol.repeats == "include":
+            for entry in self.models:
+                fields = config_class(entry.name).model_fields
+                if "valid_repeats" in fields and entry.params.get(
+                        "valid_repeats", fields["valid_repeats"].default) != "include":
+                    raise ValueError(
+                        f"model '{entry.display}' would validate with the user's own items "
+                        "excluded while the protocol includes repeats; set its "
+                        "params.valid_repeats = \"include\"")
         manipulation = self.audit.manipulation
         unknown = sorted((set(manipulation.models) | set(manipulation.shares_by_model)
                           | set(manipulation.attacks_by_model)) - set(labels))

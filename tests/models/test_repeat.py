@@ -95,3 +95,35 @@ def test_repeats_included_protocol_finds_a_repeated_target():
     recent_top = create("repeat_recent").fit(split.train).recommend(
         histories, k=1, exclude=False)[0][:, 0]
     assert (recent_top != split.test.item_idx).all()
+
+
+def test_sequential_validation_follows_the_repeats_protocol():
+    from tests.models.nn.test_sequential import TINY
+
+    # every user alternates between two items: each validation target is a repeat
+    users, items = [], []
+    for user in range(30):
+        users += [user] * 10
+        items += [(user + step % 2) % 6 for step in range(10)]
+    split = leave_one_out(Interactions.from_arrays(np.array(users), np.array(items),
+                                                   n_items=6))
+    best = {}
+    for mode in ("exclude", "include"):
+        model = create("sasrec", {**TINY, "max_epochs": 15, "valid_repeats": mode})
+        best[mode] = model.fit(split.train, valid=split.valid).training_log()[
+            "best_valid_ndcg@10"]
+    assert best["exclude"] == 0.0  # the target is ranked out with the user's own items
+    assert best["include"] > 0.9
+
+
+def test_a_repeats_protocol_config_insists_on_validating_with_repeats():
+    from userlens.config import ConfigError, validate_config
+
+    raw = {"name": "x", "data": {"dataset": "ml-100k"},
+           "evaluation": {"protocol": {"repeats": "include"}},
+           "models": [{"name": "sasrec"}]}
+    with pytest.raises(ConfigError, match="valid_repeats"):
+        validate_config(raw)
+    raw["models"] = [{"name": "sasrec", "params": {"valid_repeats": "include"}},
+                     {"name": "repeat_recent"}]
+    assert validate_config(raw).models[0].params["valid_repeats"] == "include"

@@ -64,6 +64,9 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     """Stop after this many validations without a better validation NDCG@10."""
     eval_every: int = Field(default=1, gt=0)
     """Validate every this many epochs (the best epoch's weights are restored)."""
+    valid_repeats: Literal["exclude", "include"] = "exclude"
+    """Whether validation ranks the user's own items too: set "include" with the
+    repeats-included evaluation protocol (an experiment config insists on it)."""
     max_valid_users: int | None = Field(default=None, gt=0)
     """Validate on a fixed random subset of users (None = all) to save time."""
     time_limit_seconds: float | None = Field(default=None, gt=0)

@@ -202,13 +202,19 @@ class SequentialRecommender(Recommender):
                 part = histories.slice(start, min(start + self.config.inference_batch_size,
                                                   len(mine)))
                 scores = self._device_scores(part)  # (B, n_items), on the model's device
-                rows = np.repeat(np.arange(len(part)), part.lengths())
-                scores[torch.from_numpy(rows).to(scores.device),
-                       torch.from_numpy(part.item_idx.astype(np.int64)).to(scores.device)] = (
-                    float("-inf"))  # the user's own items, as in evaluation
-                targets = torch.from_numpy(target[mine[start:start + len(part)]])
-                ranks = target_ranks(scores, targets.to(scores.device), 10).double()  # (B,)
-                total += float(torch.where(ranks < 10, 1.0 / torch.log2(ranks + 2), 0.0).sum())
+                if self.config.valid_repeats == "exclude":  # the user's own items, as in
+                    rows = np.repeat(np.arange(len(part)), part.lengths())  # evaluation
+                    scores[torch.from_numpy(rows).to(scores.device),
+                           torch.from_numpy(part.item_idx.astype(np.int64)).to(
+                               scores.device)] = float("-inf")
+                targets = torch.from_numpy(target[mine[start:start + len(part)]]).to(
+                    scores.device)
+                ranks = target_ranks(scores, targets, 10).double()  # (B,)
+                # an excluded target is never a hit (in catalogues under 10 items it would
+                # otherwise rank among the -inf rows' "top 10")
+                ranked = scores.gather(1, targets.view(-1, 1)).view(-1) > float("-inf")
+                total += float(torch.where((ranks < 10) & ranked, 1.0 / torch.log2(ranks + 2),
+                                           0.0).sum())
             total, count = all_reduce_sum([total, float(len(mine))], self.device_)
             return total / max(count, 1.0)
 

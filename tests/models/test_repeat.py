@@ -37,7 +37,7 @@ HISTORY = Histories.from_lists([[0, 1, 0, 2, 1, 1]], n_items=5)  # ages 6 5 4 3 
 
 
 def test_actr_activation_matches_the_formula_by_hand():
-    model = _fitted("repeat_actr", decay=0.5)
+    model = _fitted("actr", decay=0.5)
     scores = model.score(HISTORY)[0]
     expected = {0: np.log(6 ** -0.5 + 4 ** -0.5), 1: np.log(5 ** -0.5 + 2 ** -0.5 + 1),
                 2: np.log(3 ** -0.5)}
@@ -50,8 +50,8 @@ def test_actr_activation_matches_the_formula_by_hand():
 
 def test_decay_moves_actr_between_frequency_and_recency():
     history = Histories.from_lists([[0, 0, 0, 1]], n_items=5)  # 0 often, 1 last
-    frequent = _fitted("repeat_actr", decay=0.0).recommend(history, k=2, exclude=False)[0]
-    recent = _fitted("repeat_actr", decay=3.0).recommend(history, k=2, exclude=False)[0]
+    frequent = _fitted("actr", decay=0.0).recommend(history, k=2, exclude=False)[0]
+    recent = _fitted("actr", decay=3.0).recommend(history, k=2, exclude=False)[0]
     assert frequent[0].tolist() == [0, 1] and recent[0].tolist() == [1, 0]
 
 
@@ -72,7 +72,7 @@ def test_max_history_forgets_older_events():
 
 
 def test_saved_and_loaded_without_pickle(tmp_path):
-    model = _fitted("repeat_actr", decay=0.7)
+    model = _fitted("actr", decay=0.7)
     model.save(tmp_path / "m")
     again = load_model(tmp_path / "m")
     np.testing.assert_array_equal(again.score(HISTORY), model.score(HISTORY))
@@ -127,3 +127,68 @@ def test_a_repeats_protocol_config_insists_on_validating_with_repeats():
     raw["models"] = [{"name": "sasrec", "params": {"valid_repeats": "include"}},
                      {"name": "repeat_recent"}]
     assert validate_config(raw).models[0].params["valid_repeats"] == "include"
+
+
+class TestRepeatACTR(ModelContract):
+    sequential = True
+
+    def make(self):
+        from tests.models.nn.test_sequential import TINY
+
+        return create("repeat_actr", TINY)
+
+
+def test_prefix_consumptions_ages_by_hand():
+    import torch
+
+    from userlens.models.nn.repeat import prefix_consumptions
+
+    tokens = torch.tensor([[5, 6, 5, 0], [7, 0, 0, 0]])
+    positions, items, ages = prefix_consumptions(tokens)
+    got = sorted(zip(positions.tolist(), items.tolist(), ages.tolist(), strict=True))
+    # row 0: position 0 sees item 4 (token 5) at age 1; position 1 sees 4 (age 2), 5 (1);
+    # position 2 sees 4 (3), 5 (2), 4 (1); row 1 (flat positions 4..): position 0 sees 6
+    assert got == [(0, 4, 1.0), (1, 4, 2.0), (1, 5, 1.0), (2, 4, 1.0), (2, 4, 3.0),
+                   (2, 5, 2.0), (4, 6, 1.0)]
+
+
+def test_repeat_term_matches_actr_by_hand():
+    import torch
+
+    from userlens.models.nn.repeat import RepeatTerm
+
+    term = RepeatTerm(initial_decay=0.5)
+    with torch.no_grad():
+        term.offset.fill_(0.3)
+        term.weight.fill_(2.0)
+    out = term(torch.tensor([0, 0, 0]), torch.tensor([1, 1, 2]), torch.tensor([1.0, 4.0, 2.0]),
+               (1, 4))
+    expected = [0.0, 0.3 + 2 * np.log(1 + 4 ** -0.5), 0.3 + 2 * np.log(2 ** -0.5), 0.0]
+    np.testing.assert_allclose(out.detach().numpy()[0], expected, rtol=1e-5)
+    assert term.decay.item() == pytest.approx(0.5)
+
+
+def test_repeat_actr_learns_a_planted_periodic_reconsumption():
+    from tests.models.nn.test_sequential import TINY
+
+    # each user cycles through three own items (a b c a b c ...) drawn from 30: the next
+    # item is always the one consumed three events ago, never the last one
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for user in range(60):
+        own = rng.choice(30, 3, replace=False)
+        users += [user] * 12
+        items += [int(own[step % 3]) for step in range(12)]
+    events = Interactions.from_arrays(np.array(users), np.array(items), n_items=30)
+    split = leave_one_out(events, validation=False)
+    histories = split.train.histories(split.test.user_idx)
+    model = create("repeat_actr", {**TINY, "max_epochs": 100}).fit(split.train, seed=0)
+    top = model.recommend(histories, k=1, exclude=False)[0][:, 0]
+    assert (top == split.test.item_idx).mean() >= 0.85
+    # it learned that the last item does not come back next: a negative weight on a
+    # recency-heavy activation
+    term = model.training_log()["repeat_term"]
+    assert term["weight"] < 0 and term["decay"] > 1
+    recent = create("repeat_recent").fit(split.train).recommend(
+        histories, k=1, exclude=False)[0][:, 0]
+    assert (recent == split.test.item_idx).mean() == 0.0

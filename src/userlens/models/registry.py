@@ -20,6 +20,7 @@ from userlens.models.sequential_config import (
     GRU4RecConfig,
     ICLRecConfig,
     ICSRecConfig,
+    RepeatACTRConfig,
     SASRecConfig,
 )
 
@@ -54,6 +55,12 @@ def _iclrec() -> type[Recommender]:
     return ICLRec
 
 
+def _repeat_actr() -> type[Recommender]:
+    from userlens.models.nn.repeat import RepeatACTR
+
+    return RepeatACTR
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -63,6 +70,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "gru4rec": (GRU4RecConfig, _gru4rec),
     "icsrec": (ICSRecConfig, _icsrec),
     "iclrec": (ICLRecConfig, _iclrec),
+    "repeat_actr": (RepeatACTRConfig, _repeat_actr),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

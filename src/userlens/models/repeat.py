@@ -8,12 +8,13 @@ training popularity, so the list is always full):
 
 - ``repeat_recent``: most recently consumed first.
 - ``repeat_frequent``: most often consumed first (ties: the more recent).
-- ``repeat_actr``: ACT-R's base-level activation (Anderson & Schooler 1991; used for music
+- ``actr``: ACT-R's base-level activation (Anderson & Schooler 1991; used for music
   re-listening by Reiter-Haas et al., 2021): B_i = ln Σ_j Δ_ij^(-d) over the user's
   consumptions j of item i, Δ the age of each consumption, d the decay. One formula covers
   recency and frequency; d is the knob (``userlens tune`` searches it on validation).
   Age counts events: the last event has age 1 (these data carry event order, not always
-  time).
+  time). ``repeat_actr`` (:mod:`userlens.models.nn.repeat`) adds the same activation,
+  with decay and weight learned, to SASRec's scores.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class RepeatFrequent(_Repeat):
 class ACTR(_Repeat):
     """ACT-R base-level activation of the user's own items (see the module docstring)."""
 
-    name = "repeat_actr"
+    name = "actr"
     config_class = ACTRConfig
 
     def _own_scores(self, rows, items, ages, shape):

@@ -179,3 +179,14 @@ class ICLRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     crop_ratio: float = Field(default=0.2, gt=0, le=1)
     mask_ratio: float = Field(default=0.7, ge=0, lt=1)
     reorder_ratio: float = Field(default=0.2, ge=0, le=1)
+
+
+class RepeatACTRConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """SASRec + CE whose scores add an ACT-R repeat term on the user's own items:
+    b + w · ln Σ_j Δ_j^(-d), with b, w and d learned with the rest of the model."""
+
+    initial_decay: float = Field(default=0.5, gt=0)
+    """Start of the learned decay d (ACT-R's usual 0.5)."""
+    max_items: int = Field(default=50_000, gt=0)
+    """The repeat term is added to dense (target positions x items) logits; larger
+    catalogues are refused rather than run out of memory."""

@@ -113,9 +113,8 @@ class ICSRec(SASRec):
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         c = self.config
-        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
-        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
-        hidden = model(inputs)  # (B, L, D); position p = the prefix of length p + 1
+        # hidden (B, L, D): position p holds the prefix of length p + 1
+        inputs, targets, hidden = self._causal_pass(model, batch)
         has_target = targets != PAD
         loss = c.rec_weight * self._loss(hidden[has_target], targets[has_target] - 1,
                                          generator, _positions(weights, has_target))
@@ -202,9 +201,7 @@ class ICLRec(SASRec):
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         c = self.config
-        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
-        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
-        hidden = model(inputs)  # (B, L, D)
+        inputs, targets, hidden = self._causal_pass(model, batch)  # hidden: (B, L, D)
         has_target = targets != PAD
         loss = c.rec_weight * self._loss(hidden[has_target], targets[has_target] - 1,
                                          generator, _positions(weights, has_target))

@@ -87,9 +87,7 @@ class RepeatACTR(SASRec):
     def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
-        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
-        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
-        hidden = model(inputs)  # (B, L, D)
+        inputs, targets, hidden = self._causal_pass(model, batch)  # hidden: (B, L, D)
         has_target = (targets != PAD).reshape(-1)  # (B*L,)
         row_of = torch.cumsum(has_target.long(), 0) - 1  # flat position -> target row
         logits = hidden.reshape(-1, hidden.shape[-1])[has_target].float() \

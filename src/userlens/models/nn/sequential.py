@@ -109,13 +109,19 @@ class SequentialRecommender(Recommender):
     def _inference_tokens(self, tokens: np.ndarray) -> np.ndarray:
         return tokens[-self.config.max_len:]
 
+    def _causal_pass(self, model: nn.Module, batch: list[np.ndarray]
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Right-padded (B, L) inputs and next-item targets of a batch of token sequences,
+        and the (B, L, D) hidden states of the inputs (0 pads both)."""
+        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
+        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
+        return inputs, targets, model(inputs)
+
     def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         """Next-item loss at every position of each sequence (causal models)."""
-        inputs = torch.from_numpy(pad_right([s[:-1] for s in batch])).to(self.device_)
-        targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
-        hidden = model(inputs)  # (B, L, D)
+        _, targets, hidden = self._causal_pass(model, batch)
         has_target = targets != PAD
         return self._loss(hidden[has_target], targets[has_target] - 1, generator,
                           _positions(weights, has_target))

@@ -131,7 +131,19 @@ class GRU4RecConfig(SequentialConfig, frozen=True, extra="forbid"):
     n_layers: int = Field(default=1, gt=0)
 
 
-class ICSRecConfig(SASRecConfig, frozen=True, extra="forbid"):
+class ContrastiveConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """What the intent-contrastive models share: the next-item loss's weight, the k-means
+    intents and the InfoNCE similarity."""
+
+    rec_weight: float = Field(default=1.0, ge=0)
+    """Weight of the next-item loss (the reference code's rec_weight)."""
+    n_intents: int = Field(default=256, gt=1)
+    """k of the k-means over the training representations, re-run before every epoch."""
+    temperature: float = Field(default=1.0, gt=0)
+    similarity: Literal["dot", "cos"] = "dot"
+
+
+class ICSRecConfig(ContrastiveConfig, frozen=True, extra="forbid"):
     """ICSRec (Qin et al., WSDM 2024): SASRec + CE plus two intent-contrastive losses over
     the training prefixes (the paper's subsequences). Defaults: the authors' Beauty script
     (λ 0.3, β 0.1, 256 intents, temperature 1, dot similarity, false-negative mask)."""
@@ -139,16 +151,10 @@ class ICSRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     positions: Literal["from_end", "from_start"] = "from_start"
     """Must be "from_start": a prefix's representation is then the full sequence's hidden
     state at the prefix's last position (causal attention), so one pass serves all prefixes."""
-    rec_weight: float = Field(default=1.0, ge=0)
-    """Weight of the next-item loss (the reference code's rec_weight)."""
     coarse_weight: float = Field(default=0.3, ge=0)
     """λ: coarse-grain intent contrast, two prefixes followed by the same item as positives."""
     fine_weight: float = Field(default=0.1, ge=0)
     """β: fine-grain intent contrast, each prefix against its k-means intent."""
-    n_intents: int = Field(default=256, gt=1)
-    """k of the k-means over all training prefixes, re-run before every epoch."""
-    temperature: float = Field(default=1.0, gt=0)
-    similarity: Literal["dot", "cos"] = "dot"
     false_negative_mask: bool = True
     """Leave pairs with the same target item (coarse) or intent (fine) out of the negatives."""
     cl_positions: int | None = Field(default=None, gt=0)
@@ -162,20 +168,16 @@ class ICSRecConfig(SASRecConfig, frozen=True, extra="forbid"):
         return self
 
 
-class ICLRecConfig(SASRecConfig, frozen=True, extra="forbid"):
+class ICLRecConfig(ContrastiveConfig, frozen=True, extra="forbid"):
     """ICLRec (Chen et al., WWW 2022): SASRec + CE plus CL4SRec's sequence contrast between
     two augmented views and intent contrast of each view against the sequence's k-means
     intent. Defaults: the authors' Yelp script (both weights 0.1, 256 intents, temperature
     1, dot similarity, crop 0.2, mask 0.7, reorder 0.2)."""
 
-    rec_weight: float = Field(default=1.0, ge=0)
     instance_weight: float = Field(default=0.1, ge=0)
     """Sequence-level contrast between two random views of the same history (cf_weight)."""
     intent_weight: float = Field(default=0.1, ge=0)
     """Each view against the intent of its history (intent_cf_weight)."""
-    n_intents: int = Field(default=256, gt=1)
-    temperature: float = Field(default=1.0, gt=0)
-    similarity: Literal["dot", "cos"] = "dot"
     crop_ratio: float = Field(default=0.2, gt=0, le=1)
     mask_ratio: float = Field(default=0.7, ge=0, lt=1)
     reorder_ratio: float = Field(default=0.2, ge=0, le=1)

@@ -166,7 +166,7 @@ def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfi
                                       if config.data.columns.event_type else None)
     # profiles cluster a user's items in the model's embeddings; other models get vectors
     # from the training data's co-occurrence (a truncated SVD, under a second on ML-1M)
-    vectors = (None if model.can(Capability.EMBEDDINGS)
+    vectors = (None if model.has_item_vectors()
                else cooccurrence_vectors(split.train, seed=config.seed))
     artefact.write(path, model, dataset, manifest=manifest, semantics=semantics,
                    results=results, per_user=result.per_user, evaluated_users=result.users,

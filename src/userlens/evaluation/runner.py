@@ -25,7 +25,7 @@ from userlens.config import Protocol
 from userlens.data.interactions import ItemCatalog, concatenate
 from userlens.data.splits import Split
 from userlens.evaluation import metrics as M
-from userlens.models.base import Capability, Recommender, select
+from userlens.models.base import Recommender, select
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def _item_vectors(catalog: ItemCatalog | None, model: Recommender) -> np.ndarray
         matrix = catalog.category_matrix()
         if matrix is not None and matrix.shape[1] > 0:
             return np.asarray(matrix.todense(), dtype=np.float32)
-    return model.item_vectors() if model.can(Capability.EMBEDDINGS) else None
+    return model.item_vectors() if model.has_item_vectors() else None
 
 
 def _sample_candidates(rng: np.random.Generator, known: sp.csr_matrix, n_items: int,

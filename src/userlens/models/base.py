@@ -111,6 +111,10 @@ class Capability(StrEnum):
     EMBEDDINGS = "embeddings"
     """``user_vectors(histories)`` and ``item_vectors()``: their inner product is the score
     (bias folded in by the model), ready for maximum-inner-product (ANN) search."""
+    INTERESTS = "interests"
+    """``interest_vectors(histories)`` (B, K, d) and ``item_vectors()``: an item's score is
+    its largest inner product with one of the user's K interest vectors (multi-interest
+    models), so ANN search runs once per interest and the hits merge by score."""
     DISTRIBUTED = "distributed"
     """``fit`` trains under torch.distributed when a process group is joined."""
     EPOCHS = "epochs"
@@ -229,8 +233,18 @@ class Recommender(ABC):
         raise NotImplementedError(f"{self.name} declares no embeddings")
 
     def item_vectors(self) -> np.ndarray:
-        """(n_items, d) float32 item vectors for inner-product search."""
+        """(n_items, d) float32 item vectors for inner-product search (``EMBEDDINGS`` and
+        ``INTERESTS`` models)."""
         raise NotImplementedError(f"{self.name} declares no embeddings")
+
+    def interest_vectors(self, histories: Histories) -> np.ndarray:
+        """(B, K, d) float32: each user's K interest vectors; an item's score is the largest
+        inner product with them (``Capability.INTERESTS`` models only)."""
+        raise NotImplementedError(f"{self.name} declares no interest vectors")
+
+    def has_item_vectors(self) -> bool:
+        """Whether ``item_vectors()`` holds the model's own item embeddings."""
+        return self.can(Capability.EMBEDDINGS) or self.can(Capability.INTERESTS)
 
     def item_weights(self, history_items: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """(len(history_items), len(targets)) float32: how much each (distinct) history item

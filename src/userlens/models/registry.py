@@ -17,6 +17,8 @@ from userlens.models.factorization import ALS, BPR
 from userlens.models.repeat import ACTR, RepeatFrequent, RepeatRecent
 from userlens.models.sequential_config import (
     BERT4RecConfig,
+    ComiRecConfig,
+    DESMILConfig,
     GRU4RecConfig,
     ICLRecConfig,
     ICSRecConfig,
@@ -61,6 +63,18 @@ def _repeat_actr() -> type[Recommender]:
     return RepeatACTR
 
 
+def _comirec() -> type[Recommender]:
+    from userlens.models.nn.multi_interest import ComiRec
+
+    return ComiRec
+
+
+def _desmil() -> type[Recommender]:
+    from userlens.models.nn.multi_interest import DESMIL
+
+    return DESMIL
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -71,6 +85,8 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "icsrec": (ICSRecConfig, _icsrec),
     "iclrec": (ICLRecConfig, _iclrec),
     "repeat_actr": (RepeatACTRConfig, _repeat_actr),
+    "comirec": (ComiRecConfig, _comirec),
+    "desmil": (DESMILConfig, _desmil),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

@@ -192,3 +192,51 @@ class RepeatACTRConfig(SASRecConfig, frozen=True, extra="forbid"):
     max_items: int = Field(default=50_000, gt=0)
     """The repeat term is added to dense (target positions x items) logits; larger
     catalogues are refused rather than run out of memory."""
+
+
+class ComiRecConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """ComiRec-SA (Cen et al., KDD 2020): K interest vectors, each an attention-weighted sum
+    of the history's item representations. Training scores each target with the interest
+    nearest to it; serving scores an item with its best interest. Defaults: the paper's
+    (4 interests, an extractor 4 x dim wide, item + position embeddings)."""
+
+    n_interests: int = Field(default=4, gt=0)
+    """K: how many interest vectors each user gets."""
+    encoder: Literal["embeddings", "transformer"] = "embeddings"
+    """What the extractor attends over: ComiRec-SA's item + position embeddings, or the
+    hidden states of SASRec's causal transformer (n_blocks, n_heads, layout, ... apply)."""
+    attention_mult: int = Field(default=4, gt=0)
+    """Width of the extractor's tanh layer as a multiple of dim (ComiRec-SA: 4)."""
+    readout: Literal["hard", "max"] = "hard"
+    """Training readout. hard: the paper's, each target scored by the interest nearest to
+    its embedding, with the configured loss; max: every item scored by its best interest,
+    as serving scores it, with full cross-entropy (loss must be "ce"); an interest that
+    hard selection never picks is then still penalised for the items it over-scores."""
+    positions: Literal["from_end", "from_start"] = "from_start"
+    """Must be "from_start": every training prefix is read off one pass of the sequence."""
+
+    @model_validator(mode="after")
+    def _prefixes_need_positions_from_start(self) -> ComiRecConfig:
+        if self.positions != "from_start":
+            raise ValueError("comirec needs positions = \"from_start\" (prefix interests are "
+                             "read off the full sequence's pass)")
+        if self.readout == "max" and self.loss != "ce":
+            raise ValueError(f"readout = \"max\" trains with full cross-entropy; loss is "
+                             f"\"{self.loss}\" (use loss = \"ce\" or readout = \"hard\")")
+        return self
+
+
+class DESMILConfig(ComiRecConfig, frozen=True, extra="forbid"):
+    """DESMIL (Zhang et al.): ComiRec-SA whose training samples are reweighted, per batch, so
+    that the captured interests are independent under the weights (HSIC on random Fourier
+    features)."""
+
+    rff_features: int = Field(default=16, gt=0)
+    """Random Fourier features per interest for the HSIC."""
+    rff_bandwidth: float = Field(default=1.0, gt=0)
+    """Scale of the Gaussian kernel the random features approximate."""
+    reweight_steps: int = Field(default=10, ge=0)
+    """Adam steps on the sample weights per batch (0 = plain ComiRec-SA)."""
+    reweight_learning_rate: float = Field(default=0.1, gt=0)
+    max_sample_weight: float = Field(default=10.0, gt=1)
+    """Cap on one sample's weight (the weights average 1)."""

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from userlens.data.cooccurrence import cooccurrence_vectors
 from userlens.data.interactions import IdIndex, Interactions
-from userlens.models.base import Capability, Recommender
+from userlens.models.base import Recommender
 
 NOT_INTERESTS = frozenset({"item_id", "title", "text", "description", "name", "url", "image",
                            "imurl", "price", "year", "timestamp"})
@@ -201,7 +201,7 @@ class Population:
                    cooccurrence: np.ndarray | None = None) -> Population:
         """From a fitted model: its popularity, and its item embeddings for clusters when it
         has them (else ``cooccurrence`` vectors, when given)."""
-        if model.can(Capability.EMBEDDINGS):
+        if model.has_item_vectors():
             vectors, source = np.asarray(model.item_vectors(), np.float32), "model"
         elif cooccurrence is not None:
             vectors, source = cooccurrence, "co-occurrence"

@@ -122,7 +122,7 @@ class Engine:
                      max_history=int(min(window, max_history)), semantics=loaded.semantics,
                      item_vectors=loaded.item_vectors)
         engine.check()
-        if len(loaded.items) >= ann_min_items and model.can(Capability.EMBEDDINGS):
+        if len(loaded.items) >= ann_min_items and model.has_item_vectors():
             engine.ann = build_ann(model.item_vectors(), Path(path), kind=ann_kind,
                                    depth=ann_depth)
         return engine
@@ -246,20 +246,24 @@ class Engine:
 
     def _recommend_ann(self, histories: Histories, k: int, seen_items: np.ndarray,
                        allowed: np.ndarray | None) -> list[Scored]:
-        user = self.model.user_vectors(histories)
+        queries = (self.model.interest_vectors(histories)[0]  # (K, d): one per interest
+                   if self.model.can(Capability.INTERESTS)
+                   else self.model.user_vectors(histories))  # (1, d)
         seen = set(seen_items.tolist())
         want = k + len(seen)
         fetch = want * self.ann_oversample if allowed is not None else want
         while True:
-            values, found = self.ann.search(user, min(fetch, self.n_items))
+            values, found = self.ann.search(queries, min(fetch, self.n_items))
+            exhausted = bool((found[:, -1] < 0).all())  # every query ran out of hits
+            values, found = merge_hits(values, found)
             out = []
-            for i, v in zip(found[0].tolist(), values[0].tolist(), strict=True):
-                if i < 0 or i in seen or (allowed is not None and not allowed[i]):
+            for i, v in zip(found.tolist(), values.tolist(), strict=True):
+                if i in seen or (allowed is not None and not allowed[i]):
                     continue
                 out.append(Scored(self.items.ids[i], float(v), "ann"))
                 if len(out) == k:
                     return out
-            if fetch >= self.n_items or len(found[0]) < fetch:
+            if fetch >= self.n_items or exhausted:
                 return out
             fetch *= 4
 
@@ -285,6 +289,19 @@ class Engine:
     def popular(self) -> np.ndarray:
         """Item indices by training popularity, most popular first."""
         return np.lexsort((np.arange(self.n_items), -self.model.popularity()))
+
+
+def merge_hits(values: np.ndarray, found: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-query ANN hits (Q, k) -> (scores, items): each distinct item once with its best
+    score, best first (K interest queries merge as ComiRec merges them; -1 pads dropped)."""
+    values, found = values.reshape(-1), found.reshape(-1)
+    real = found >= 0
+    values, found = values[real], found[real]
+    order = np.lexsort((found, -values))  # best score first, ties by item index
+    values, found = values[order], found[order]
+    _, first = np.unique(found, return_index=True)  # the best occurrence of each item
+    keep = np.sort(first)
+    return values[keep], found[keep]
 
 
 class AnnIndex:

@@ -207,3 +207,42 @@ def info_nce(first: torch.Tensor, second: torch.Tensor, temperature: float = 1.0
     negatives = sim.masked_fill(excluded, float("-inf"))
     logits = torch.cat([positive, negatives], dim=1)  # (2N, 1 + 2N); the positive is class 0
     return F.cross_entropy(logits, torch.zeros(2 * n, dtype=torch.long, device=z.device))
+
+
+def random_fourier_features(x: torch.Tensor, projection: torch.Tensor, phase: torch.Tensor
+                            ) -> torch.Tensor:
+    """(..., D) -> (..., R) random Fourier features sqrt(2 / R) cos(x Ω + b) of a Gaussian
+    kernel (Rahimi & Recht, NeurIPS 2007): Ω (D, R) normal / bandwidth, b (R,) uniform in
+    [0, 2π)."""
+    return math.sqrt(2.0 / projection.shape[1]) * torch.cos(x @ projection + phase)
+
+
+def weighted_hsic(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum over pairs i < j of the squared Frobenius norm of the weighted cross-covariance
+    of features i and j: (T, K, R) features of K variables at T samples, (T,) weights that
+    sum to 1. With random Fourier features this estimates the HSIC between each pair (the
+    dependence measure DESMIL and StableNet minimise)."""
+    mean = torch.einsum("t,tkr->kr", weights, features)  # (K, R)
+    centred = features - mean
+    covariance = torch.einsum("t,tir,tjs->ijrs", weights, centred, centred)  # (K, K, R, R)
+    upper = torch.triu(torch.ones(features.shape[1], features.shape[1], dtype=torch.bool,
+                                  device=features.device), diagonal=1)
+    return covariance[upper].pow(2).sum()
+
+
+def max_interest_cross_entropy(interests: torch.Tensor, targets: torch.Tensor,
+                               weights: torch.Tensor, sample_weight: torch.Tensor | None = None,
+                               chunk: int = 1024) -> torch.Tensor:
+    """Softmax cross-entropy over every item, each item's logit its largest inner product
+    with one of the K interests: (T, K, D) interests, (T,) targets, (n_items, D) item
+    weights. Chunks of T are checkpointed, so memory holds one chunk's (chunk, K, n_items)."""
+    from torch.utils.checkpoint import checkpoint
+
+    def part(vectors: torch.Tensor, wanted: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        logits = (vectors @ items.T).amax(dim=1)  # (t, n_items)
+        return F.cross_entropy(logits, wanted, reduction="none")
+
+    values = [checkpoint(part, interests[start:start + chunk], targets[start:start + chunk],
+                         weights, use_reentrant=False)
+              for start in range(0, len(targets), chunk)]
+    return _weighted_mean(torch.cat(values), sample_weight)

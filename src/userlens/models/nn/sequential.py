@@ -231,10 +231,19 @@ class SequentialRecommender(Recommender):
         self._check_fitted(histories)
         return self._user_hidden(histories).cpu().numpy()
 
+    def _read_out(self, module: nn.Module, tokens: torch.Tensor, last: torch.Tensor
+                  ) -> torch.Tensor:
+        """(B, *vector_shape) the user representation after each row's ``last`` token."""
+        return module(tokens)[torch.arange(len(tokens), device=tokens.device), last]
+
+    def _vector_shape(self) -> tuple[int, ...]:
+        return (self.config.dim,)
+
     def _user_hidden(self, histories: Histories) -> torch.Tensor:
-        """(B, dim) float32 user vectors on the model's device (zeros for empty histories)."""
+        """(B, *vector_shape) float32 user vectors on the model's device (zeros for empty
+        histories)."""
         lengths = histories.lengths()
-        out = torch.zeros((len(histories), self.config.dim), device=self.device_)
+        out = torch.zeros((len(histories), *self._vector_shape()), device=self.device_)
         rows = np.flatnonzero(lengths > 0)
         rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
         step = self.config.inference_batch_size
@@ -247,10 +256,9 @@ class SequentialRecommender(Recommender):
                 tokens = pad_right([self._inference_tokens(
                     histories.sequence(r).astype(np.int64) + 1) for r in chunk])
                 tokens_t = torch.from_numpy(tokens).to(self.device_)
-                hidden = module(tokens_t)  # (B, L, D)
                 last = torch.from_numpy((tokens != PAD).sum(axis=1) - 1).to(self.device_)
-                out[torch.from_numpy(chunk).to(self.device_)] = hidden[
-                    torch.arange(len(chunk), device=self.device_), last].float()
+                out[torch.from_numpy(chunk).to(self.device_)] = self._read_out(
+                    module, tokens_t, last).float()
         module.train(was_training)
         return out
 

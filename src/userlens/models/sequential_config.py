@@ -210,8 +210,9 @@ class ComiRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     readout: Literal["hard", "max"] = "hard"
     """Training readout. hard: the paper's, each target scored by the interest nearest to
     its embedding, with the configured loss; max: every item scored by its best interest,
-    as serving scores it, with full cross-entropy (loss must be "ce"); an interest that
-    hard selection never picks is then still penalised for the items it over-scores."""
+    as serving scores it (loss "ce" over all items, or "sampled_softmax" over the shared
+    negatives); an interest that hard selection never picks is then still penalised for
+    the items it over-scores. "ce" with max costs K full softmaxes per target."""
     positions: Literal["from_end", "from_start"] = "from_start"
     """Must be "from_start": every training prefix is read off one pass of the sequence."""
 
@@ -220,9 +221,9 @@ class ComiRecConfig(SASRecConfig, frozen=True, extra="forbid"):
         if self.positions != "from_start":
             raise ValueError("comirec needs positions = \"from_start\" (prefix interests are "
                              "read off the full sequence's pass)")
-        if self.readout == "max" and self.loss != "ce":
-            raise ValueError(f"readout = \"max\" trains with full cross-entropy; loss is "
-                             f"\"{self.loss}\" (use loss = \"ce\" or readout = \"hard\")")
+        if self.readout == "max" and self.loss not in ("ce", "sampled_softmax"):
+            raise ValueError(f"readout = \"max\" needs a softmax loss (\"ce\" or "
+                             f"\"sampled_softmax\"); loss is \"{self.loss}\"")
         return self
 
 

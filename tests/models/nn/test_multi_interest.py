@@ -135,7 +135,26 @@ def test_comirec_refuses_positions_from_end_and_max_readout_without_ce():
     with pytest.raises(ValueError, match="from_start"):
         ComiRecConfig(positions="from_end")
     with pytest.raises(ValueError, match="readout"):
-        ComiRecConfig(readout="max", loss="sampled_softmax")
+        ComiRecConfig(readout="max", loss="bce")
+
+
+def test_max_readout_losses_match_their_formula():
+    generator = torch.Generator().manual_seed(4)
+    interests = torch.randn(5, 3, 4, generator=generator)  # T=5, K=3, D=4
+    weights = torch.randn(7, 4, generator=generator)
+    targets = torch.tensor([0, 3, 6, 3, 1])
+    logits = (interests @ weights.T).amax(dim=1)  # (T, n_items): each item's best interest
+    full = torch.nn.functional.cross_entropy(logits, targets)
+    torch.testing.assert_close(losses.max_interest_cross_entropy(interests, targets, weights,
+                                                                 chunk=2), full)
+    negatives = torch.tensor([2, 3, 5])
+    by_hand = []
+    for t in range(5):
+        row = [logits[t, targets[t]]] + [logits[t, n] for n in negatives
+                                         if n != targets[t]]
+        by_hand.append(-row[0] + torch.logsumexp(torch.stack(row), 0))
+    torch.testing.assert_close(losses.sampled_softmax(interests, targets, weights, negatives),
+                               torch.stack(by_hand).mean())
 
 
 def test_weighted_hsic_matches_its_formula_by_hand():

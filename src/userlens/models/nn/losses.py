@@ -84,13 +84,20 @@ def sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.
     """Softmax over the target and negatives shared by the batch.
 
     Args:
+        hidden: (T, D) user vectors, or (T, K, D) interest vectors (an item's logit is then
+            its largest inner product with one of the K).
         negatives: (N,) sampled item indices; a negative equal to a row's target is masked.
         log_q: (n_items,) log sampling probability of each item; when given, subtracted
             from every logit (the log-Q correction of Yi et al., RecSys 2019), which makes
             popularity sampling an unbiased estimate of the full softmax.
     """
-    positive = (hidden * weights[targets]).sum(dim=1, keepdim=True)  # (T, 1)
-    negative = hidden @ weights[negatives].T  # (T, N)
+    target_vectors = weights[targets]  # (T, D)
+    if hidden.dim() == 3:  # (T, K, D): best interest per item
+        positive = (hidden * target_vectors.unsqueeze(1)).sum(dim=2).amax(dim=1, keepdim=True)
+        negative = (hidden @ weights[negatives].T).amax(dim=1)  # (T, N)
+    else:
+        positive = (hidden * target_vectors).sum(dim=1, keepdim=True)  # (T, 1)
+        negative = hidden @ weights[negatives].T  # (T, N)
     if log_q is not None:
         positive = positive - log_q[targets].unsqueeze(1)
         negative = negative - log_q[negatives].unsqueeze(0)

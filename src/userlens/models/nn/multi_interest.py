@@ -176,6 +176,8 @@ class ComiRec(SASRec):
         interests (hard readout), or cross-entropy over every item's best interest (max)."""
         if self.config.readout == "hard":
             return self._loss(selected, items, generator, sample_weight)
+        if self.config.loss == "sampled_softmax":  # the objective takes (T, K, D) as is
+            return self._loss(candidates, items, generator, sample_weight)
         loss = losses.max_interest_cross_entropy(
             candidates.float(), items, self.module_.item_weights().float(), sample_weight)
         if self.config.loss_mean == "global":

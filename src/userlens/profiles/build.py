@@ -81,7 +81,8 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
           controls: Controls | None = None, has_time: bool | None = None,
           max_evidence: int = 10, max_interests_per_field: int = 10, max_clusters: int = 4,
           session_gap_minutes: float = 30.0, seed: int = 0,
-          stated: list[Stated] | None = None) -> Profile:
+          stated: list[Stated] | None = None, interest_vectors: np.ndarray | None = None
+          ) -> Profile:
     """Build a user's profile from their events.
 
     Args:
@@ -92,6 +93,8 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
         controls: the user's steering controls; muted and boosted values are flagged.
         has_time: whether timestamps are real times (default: when a time column exists).
         stated: what the user answered in conversations (:class:`Stated`, newest first).
+        interest_vectors: (K, d) the user's interest vectors from a multi-interest model whose item
+            embeddings are the population's vectors: the clusters are then its interests.
 
     Returns:
         The profile with the template summary (see ``userlens.profiles.llm`` for the LLM one).
@@ -101,7 +104,7 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
     found = _flag(interests(events, population, max_per_field=max_interests_per_field,
                             max_evidence=max_evidence), controls)
     groups = find_clusters(events, population, max_clusters=max_clusters,
-                           max_evidence=max_evidence, seed=seed)
+                           max_evidence=max_evidence, seed=seed, interest_vectors=interest_vectors)
     habits = behaviour(events, population, session_gap_minutes=session_gap_minutes)
     out = controls.out()
     main = population.fields[0] if population.fields else None
@@ -111,7 +114,8 @@ def build(history: Any, population: Population, *, user_id: str | None = None,
         user_id=user_id, version=version(events, population, controls, stated),
         as_of=float(events.time.max()) if events.has_time and len(events) else None,
         interests=found, top_interests=top, clusters=groups,
-        cluster_source=population.vector_source,
+        cluster_source="model interests" if interest_vectors is not None and groups
+        else population.vector_source,
         behaviour=habits, summary=Summary(text=template(found, groups, habits, out, stated),
                                           source="template"),
         controls=out, stated=stated or [])

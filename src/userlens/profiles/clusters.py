@@ -2,9 +2,11 @@
 
 Spherical k-means (cosine, on unit vectors) for k = 1..``max_clusters``; the k
 with the best silhouette wins when it clears ``min_silhouette`` and no two of its group
-centres have a cosine above 0.9, else one group. Each group is
-labelled by the catalogue values most of its events share and by its items closest to the
-centre.
+centres have a cosine above 0.9, else one group. With a multi-interest model's K interest
+vectors for this user (``interests``), the groups are the model's own instead: each item
+joins the interest that scores it highest, and interests no item joins are left out. Each
+group is labelled by the catalogue values most of its events share and by its items
+closest to the centre.
 """
 
 from __future__ import annotations
@@ -25,17 +27,28 @@ MAX_CENTRE_COSINE = 0.9
 
 def clusters(events: Events, population: Population, *, max_clusters: int = 4,
              min_silhouette: float = 0.1, max_evidence: int = 10, n_representative: int = 3,
-             seed: int = 0) -> list[Cluster]:
-    """The user's interest groups, heaviest first (empty without item vectors)."""
+             seed: int = 0, interest_vectors: np.ndarray | None = None) -> list[Cluster]:
+    """The user's interest groups, heaviest first (empty without item vectors).
+
+    Args:
+        interest_vectors: (K, d) the user's interest vectors from a multi-interest model whose item
+            embeddings are ``population.vectors``: each item joins its best interest.
+    """
     vectors = population.vectors
     known = np.flatnonzero(events.index >= 0)
     if vectors is None or len(known) == 0:
         return []
     items, inverse = np.unique(events.index[known], return_inverse=True)
     weights = np.bincount(inverse, weights=events.weight[known])
-    x = np.asarray(vectors[items], np.float64)
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    labels = _best_partition(x, weights, max_clusters, min_silhouette, seed)
+    raw = np.asarray(vectors[items], np.float64)
+    x = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+    if interest_vectors is not None:
+        if interest_vectors.ndim != 2 or interest_vectors.shape[1] != raw.shape[1]:
+            raise ValueError(f"interest vectors have shape {interest_vectors.shape}; expected "
+                             f"(K, {raw.shape[1]}) to match the item vectors")
+        labels = _first_appearance(np.argmax(raw @ interest_vectors.T, axis=1))
+    else:
+        labels = _best_partition(x, weights, max_clusters, min_silhouette, seed)
     total = float(weights.sum())
     event_group = labels[inverse]  # the group of each known event
     out = []
@@ -79,12 +92,17 @@ def _best_partition(x: np.ndarray, weights: np.ndarray, max_clusters: int,
         score = silhouette(distance, labels[sample])
         if score > best_score and _distinct_centres(x, labels, k):
             best, best_score = labels, score
-    # number groups by first appearance so the result does not depend on k-means' ids
-    _, first = np.unique(best, return_index=True)
+    return _first_appearance(best)
+
+
+def _first_appearance(labels: np.ndarray) -> np.ndarray:
+    """Group ids 0, 1, ... in order of first appearance (independent of the source's ids,
+    no gaps for empty groups)."""
+    values, first = np.unique(labels, return_index=True)
     order = np.argsort(first)
-    rename = np.empty(len(order), np.int64)
-    rename[order] = np.arange(len(order))
-    return rename[best]
+    rename = np.empty(values.max() + 1 if len(values) else 0, np.int64)
+    rename[values[order]] = np.arange(len(order))
+    return rename[labels]
 
 
 def spherical_kmeans(x: np.ndarray, weights: np.ndarray, k: int, seed: int,

@@ -170,8 +170,9 @@ class Profile(_Fact):
     next events best (docs/profiles.md)."""
     clusters: list[Cluster]
     cluster_source: str | None
-    """Item vectors the clusters were found in: ``model`` embeddings, ``co-occurrence``, or
-    None (no vectors available: no clusters)."""
+    """Item vectors the clusters were found in: ``model`` embeddings, ``co-occurrence``,
+    ``model interests`` (a multi-interest model's own interests, each item in the one that
+    scores it highest), or None (no vectors available: no clusters)."""
     behaviour: Behaviour
     summary: Summary
     controls: ControlsOut

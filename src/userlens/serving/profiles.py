@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from userlens.llm import ChatClient, LLMConfig, LLMError, api_key, connect
+from userlens.models.base import Capability
 from userlens.profiles import build
 from userlens.profiles.build import events_of
 from userlens.profiles.controls import Controls, ControlsPatch, parse_key
@@ -73,7 +74,19 @@ class Profiles:
         engine = self.service.engine
         return build(events, engine.population, user_id=user_id,
                      controls=Controls.from_json(controls_json), has_time=True,
-                     stated=stated)
+                     stated=stated, interest_vectors=self.interest_vectors(events))
+
+    def interest_vectors(self, events: pl.DataFrame) -> np.ndarray | None:
+        """(K, d) the multi-interest model's interests for these events (None for other
+        models, or when the profile's item vectors are not the model's)."""
+        engine = self.service.engine
+        if (not engine.model.can(Capability.INTERESTS) or events.is_empty()
+                or engine.population.vector_source != "model"):
+            return None
+        histories, _ = engine.encode(events["item_id"].to_list(), events["weight"].to_list())
+        if histories.lengths()[0] == 0:
+            return None
+        return engine.model.interest_vectors(histories)[0]
 
     def cached_summary(self, profile: Profile) -> Summary | None:
         found = self.service.storage.summary(profile.user_id, profile.version)

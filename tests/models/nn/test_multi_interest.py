@@ -80,9 +80,10 @@ def test_every_prefix_interests_equal_the_prefix_encoded_alone(encoder):
 
 
 def _planted_interests(n_users=120, n_clusters=4, size=6, length=30, seed=0,
-                       one_cluster=False):
+                       one_cluster=False, cycles=True):
     """Each user has two of four item clusters (one, with ``one_cluster``) and draws every
-    event from one of them at random; within a cluster the next item follows a cycle."""
+    event from one of them at random; within a cluster the next item follows a cycle (or,
+    without ``cycles``, is any of the cluster's items)."""
     rng = np.random.default_rng(seed)
     users, items, pairs = [], [], []
     for user in range(n_users):
@@ -92,7 +93,7 @@ def _planted_interests(n_users=120, n_clusters=4, size=6, length=30, seed=0,
         position = rng.integers(size, size=2)
         for _ in range(length):
             which = rng.integers(2)
-            position[which] = (position[which] + 1) % size
+            position[which] = (position[which] + 1) % size if cycles else rng.integers(size)
             users.append(user)
             items.append(pair[which] * size + position[which])
         pairs.append(set(pair.tolist()))
@@ -246,3 +247,30 @@ def test_empty_history_interest_vectors_are_zero():
     model = create("comirec", {**TINY, "max_epochs": 1}).fit(events)
     vectors = model.interest_vectors(Histories.from_lists([[], [1, 2]], n_items=events.n_items))
     assert vectors.shape == (2, 4, 16) and not vectors[0].any() and vectors[1].any()
+
+
+def test_profile_clusters_are_the_models_interests(tmp_path):
+    from tests.serving.conftest import item_id, make_client, write_artefact
+
+    # no order inside a cluster: an interest then stands for a whole cluster (with cycles
+    # it points at the next item of one, and the far side of the cycle scores below zero)
+    events, pairs, size = _planted_interests(cycles=False)
+    model = ComiRec(ComiRecConfig(dim=16, max_len=20, n_interests=2, batch_size=16,
+                                  max_epochs=40, dropout=0.0, learning_rate=0.01,
+                                  encoder="transformer", readout="max",
+                                  threads=1)).fit(events, seed=0)
+    path = write_artefact(tmp_path / "comirec", model, events.n_items, "comirec")
+    client, storage = make_client(path, f"sqlite:///{tmp_path / 'p.db'}")
+    with client:
+        history = events.histories().sequence(0)
+        client.post("/events", json={"events": [
+            {"user_id": "u", "item_id": item_id(int(i)), "timestamp": 1e9 + t}
+            for t, i in enumerate(history)]})
+        profile = client.get("/users/u/profile").json()
+    storage.close()
+    assert profile["cluster_source"] == "model interests"
+    groups = [{int(i.removeprefix("m")) // size for i in c["evidence"]}
+              for c in profile["clusters"]]
+    # two groups, each holding the items of one of the user's two planted clusters
+    assert len(groups) == 2 and all(len(g) == 1 for g in groups)
+    assert set().union(*groups) == pairs[0]

@@ -207,6 +207,10 @@ class ComiRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     hidden states of SASRec's causal transformer (n_blocks, n_heads, layout, ... apply)."""
     attention_mult: int = Field(default=4, gt=0)
     """Width of the extractor's tanh layer as a multiple of dim (ComiRec-SA: 4)."""
+    short_term: bool = False
+    """Add the encoder's state after the last event (SASRec's user vector, with the
+    transformer encoder) as one more interest: K + 1 vectors, the newest event's view beside
+    the K pooled ones (not in ComiRec-SA)."""
     readout: Literal["hard", "max"] = "hard"
     """Training readout. hard: the paper's, each target scored by the interest nearest to
     its embedding, with the configured loss; max: every item scored by its best interest,

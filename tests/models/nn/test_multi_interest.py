@@ -47,7 +47,7 @@ class TestDESMIL(ModelContract):
 
     def make(self):
         return DESMIL(DESMILConfig(**TINY, n_interests=2, encoder="transformer",
-                                   readout="max", reweight_steps=3))
+                                   readout="max", reweight_steps=3, short_term=True))
 
 
 def test_hard_readout_leaves_an_unpicked_interest_free_and_max_readout_fixes_it():
@@ -65,10 +65,11 @@ def test_hard_readout_leaves_an_unpicked_interest_free_and_max_readout_fixes_it(
     assert hits["max"] >= 0.95 and hits["hard"] < 0.5, hits
 
 
-@pytest.mark.parametrize("encoder", ["embeddings", "transformer"])
-def test_every_prefix_interests_equal_the_prefix_encoded_alone(encoder):
+@pytest.mark.parametrize("encoder, short_term", [("embeddings", False),
+                                                 ("transformer", False), ("transformer", True)])
+def test_every_prefix_interests_equal_the_prefix_encoded_alone(encoder, short_term):
     model = ComiRec(ComiRecConfig(dim=8, max_len=10, n_interests=3, encoder=encoder,
-                                  dropout=0.0, threads=1))
+                                  short_term=short_term, dropout=0.0, threads=1))
     module = model._build_module(20).eval()
     tokens = torch.tensor([[3, 7, 1, 12, 5, 9], [4, 2, 8, 0, 0, 0]])
     with torch.no_grad():
@@ -130,6 +131,20 @@ def test_scores_are_the_best_interest_per_item():
     assert model.can(Capability.INTERESTS) and not model.can(Capability.EMBEDDINGS)
     with pytest.raises(NotImplementedError, match="embeddings"):
         model.user_vectors(histories)
+
+
+def test_short_term_interest_is_the_sasrec_state_after_the_last_event():
+    events, _, _ = _planted_interests(n_users=20, length=10)
+    model = create("comirec", {**TINY, "max_epochs": 2, "n_interests": 3,
+                               "encoder": "transformer", "short_term": True}).fit(events)
+    histories = events.histories()
+    vectors = model.interest_vectors(histories)
+    assert vectors.shape == (20, 4, 16)
+    with torch.no_grad():
+        tokens = torch.from_numpy(np.stack([histories.sequence(u)[-8:] + 1
+                                            for u in range(20)]).astype(np.int64))
+        states = model.module_.encoder(tokens)[:, -1]  # every history fills the window
+    np.testing.assert_allclose(vectors[:, 3], states.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_comirec_refuses_positions_from_end_and_max_readout_without_ce():

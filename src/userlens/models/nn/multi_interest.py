@@ -105,9 +105,20 @@ class MultiInterestEncoder(nn.Module):
         else:
             self.encoder = EmbeddingEncoder(n_items, c.dim, c.max_len, c.dropout, c.init_std)
         self.extractor = InterestExtractor(c.dim, c.n_interests, c.attention_mult)
+        self.short_term = c.short_term
 
     def forward(self, tokens: torch.Tensor, every_prefix: bool = True) -> torch.Tensor:
-        return self.extractor(self.encoder(tokens), tokens, every_prefix)
+        """(B, L) right-padded tokens -> (B, L, K', D) every prefix's interests, or (B, K', D)
+        the whole history's; K' = K, plus the last state with ``short_term``."""
+        states = self.encoder(tokens)  # (B, L, D)
+        interests = self.extractor(states, tokens, every_prefix)
+        if not self.short_term:
+            return interests
+        if every_prefix:  # the state at position t is prefix t's last state
+            return torch.cat([interests, states.unsqueeze(2)], dim=2)
+        last = (tokens != PAD).sum(dim=1) - 1  # (B,)
+        newest = states[torch.arange(len(tokens), device=tokens.device), last]  # (B, D)
+        return torch.cat([interests, newest.unsqueeze(1)], dim=1)
 
     def item_weights(self) -> torch.Tensor:
         return self.encoder.item_weights()
@@ -129,7 +140,7 @@ class ComiRec(SASRec):
         return module(tokens, every_prefix=False)  # right padding: the whole history
 
     def _vector_shape(self) -> tuple[int, ...]:
-        return (self.config.n_interests, self.config.dim)
+        return (self.config.n_interests + self.config.short_term, self.config.dim)
 
     def user_vectors(self, histories: Histories) -> np.ndarray:
         return Recommender.user_vectors(self, histories)  # no single user vector: raises
@@ -138,7 +149,8 @@ class ComiRec(SASRec):
         return self.interest_vectors(histories)
 
     def interest_vectors(self, histories: Histories) -> np.ndarray:
-        """(B, K, dim) each user's interests (zeros for empty histories)."""
+        """(B, K, dim) each user's interests (K + 1 with ``short_term``; zeros for empty
+        histories)."""
         self._check_fitted(histories)
         return np.ascontiguousarray(self._user_hidden(histories).cpu().numpy(), np.float32)
 

@@ -140,12 +140,13 @@ class ComiRec(SASRec):
         return module(tokens, every_prefix=False)  # right padding: the whole history
 
     def _vector_shape(self) -> tuple[int, ...]:
-        return (self.config.n_interests + self.config.short_term, self.config.dim)
+        return (self.config.n_interests + int(self.config.short_term), self.config.dim)
 
     def user_vectors(self, histories: Histories) -> np.ndarray:
         return Recommender.user_vectors(self, histories)  # no single user vector: raises
 
     def user_embeddings(self, histories: Histories) -> np.ndarray:
+        """(B, K, dim): a multi-interest user is K vectors (see :meth:`interest_vectors`)."""
         return self.interest_vectors(histories)
 
     def interest_vectors(self, histories: Histories) -> np.ndarray:

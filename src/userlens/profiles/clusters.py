@@ -3,9 +3,9 @@
 Spherical k-means (cosine, on unit vectors) for k = 1..``max_clusters``; the k
 with the best silhouette wins when it clears ``min_silhouette`` and no two of its group
 centres have a cosine above 0.9, else one group. With a multi-interest model's K interest
-vectors for this user (``interests``), the groups are the model's own instead: each item
-joins the interest that scores it highest, and interests no item joins are left out. Each
-group is labelled by the catalogue values most of its events share and by its items
+vectors for this user (``interest_vectors``), the groups are the model's own instead: each
+item joins the interest that scores it highest, and interests no item joins are left out.
+Each group is labelled by the catalogue values most of its events share and by its items
 closest to the centre.
 """
 

@@ -84,6 +84,9 @@ def test_without_a_mirror_the_message_says_how_to_point_at_one(monkeypatch, tmp_
     monkeypatch.delenv("USERLENS_DATA_MIRROR", raising=False)
     monkeypatch.setenv("USERLENS_DATA_HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
+    # a shared/data folder in a parent of the temporary folder (e.g. /tmp/shared on a
+    # developer machine) would be found by the upward search: take that search out
+    monkeypatch.setattr("userlens.data.datasets.find_mirror", lambda start=None: None)
     result = runner.invoke(app, ["describe", "ml-1m"])
     assert result.exit_code == 2
     text = " ".join(result.output.split())

@@ -24,6 +24,7 @@ from userlens.data.readers import (
     read_movielens_metadata,
 )
 from userlens.data.splits import Split, leave_one_out, temporal, user_holdout
+from userlens.models.base import Capability, Recommender
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,18 @@ def load_data(config: DataConfig, *, mirror: Path | None = None,
     """Read and filter the data a config describes (or ``frame``, with its filters)."""
     return apply_filters(read_source(config, mirror=mirror, data_home=data_home,
                                      frame=frame), config)
+
+
+def give_side_data(model: Recommender, dataset: Dataset) -> None:
+    """Hand a model the data it reads besides the events before ``fit``: item texts for
+    text models."""
+    if model.can(Capability.ITEM_TEXT):
+        texts = dataset.catalog.texts() if dataset.catalog is not None else None
+        if texts is None:
+            raise ValueError(f"{model.name} reads item texts, and {dataset.name} has no item "
+                             "catalogue with a 'text' or 'title' column ([data] items = "
+                             "a catalogue file, or a dataset that ships one)")
+        model.set_item_texts(texts)
 
 
 def make_split(dataset: Dataset, config: SplitConfig, seed: int) -> Split:

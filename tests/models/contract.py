@@ -47,19 +47,28 @@ class ModelContract:
     def make(self) -> Recommender:
         raise NotImplementedError
 
+    def prepare(self, model: Recommender, events: Interactions) -> None:
+        """Give the model the side data it reads before fit (none by default)."""
+
+    def fit_new(self, events: Interactions, seed: int = 0) -> Recommender:
+        model = self.make()
+        self.prepare(model, events)
+        return model.fit(events, seed=seed)
+
     @pytest.fixture(scope="class")
     @classmethod
     def fitted(cls) -> Recommender:
         """One fit per test class (models are not mutated by the checks)."""
-        return cls().make().fit(two_groups_events(), seed=0)
+        return cls().fit_new(two_groups_events())
 
     @pytest.fixture(scope="class")
     @classmethod
     def fitted_on_cycles(cls) -> Recommender:
-        return cls().make().fit(cycle_walks(), seed=0)
+        return cls().fit_new(cycle_walks())
 
     def test_fit_returns_self(self, two_groups):
         model = self.make()
+        self.prepare(model, two_groups)
         assert model.fit(two_groups, seed=0) is model
 
     def test_scores_are_finite_with_the_right_shape(self, fitted, two_groups):
@@ -135,8 +144,8 @@ class ModelContract:
 
     def test_same_seed_same_scores(self, two_groups):
         histories = two_groups.histories()
-        first = self.make().fit(two_groups, seed=3).score(histories)
-        second = self.make().fit(two_groups, seed=3).score(histories)
+        first = self.fit_new(two_groups, seed=3).score(histories)
+        second = self.fit_new(two_groups, seed=3).score(histories)
         np.testing.assert_allclose(first, second, rtol=1e-5, atol=1e-6)
 
     def test_unfitted_model_says_so(self, two_groups):

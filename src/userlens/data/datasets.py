@@ -88,6 +88,14 @@ REGISTRY: dict[str, DatasetInfo] = {
             "Amazon review data: research use (McAuley et al.)",
             "https://github.com/RUCAIBox/CIKM2020-S3Rec", None, None, "Beauty.txt", "sequences",
             mirror_file="s3rec/Beauty.txt"),
+        DatasetInfo(
+            "amazon-scientific-unisrec", "Amazon 2018 Industrial & Scientific in UniSRec's "
+            "layout (a subset), with each item's title, categories and brand",
+            "19,712 events / 2,928 users / 1,585 items (all with text)",
+            "Amazon review data: research use (Ni, Li & McAuley 2019)",
+            "https://github.com/RUCAIBox/UniSRec", None, None,
+            "amazon-scientific-unisrec/Scientific.test.inter", "unisrec",
+            mirror_file="amazon-scientific-unisrec/Scientific.test.inter"),
     ]
 }
 

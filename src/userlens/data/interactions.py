@@ -330,6 +330,18 @@ class ItemCatalog:
             return None
         return [c if c is not None else [] for c in self.frame["categories"].to_list()]
 
+    def texts(self) -> list[str | None] | None:
+        """What describes each item in words, for text models: the ``text`` column, else
+        the title followed by the categories; None per item without either, None when the
+        catalogue has neither column."""
+        if "text" in self.frame.columns:
+            return [t if t else None for t in self.frame["text"].to_list()]
+        if "title" not in self.frame.columns:
+            return None
+        titles = self.frame["title"].to_list()
+        cats = self.categories() or [[] for _ in titles]
+        return [". ".join([t] + c) if t else None for t, c in zip(titles, cats, strict=True)]
+
     def category_matrix(self) -> sp.csr_matrix | None:
         """(n_items, n_categories) binary matrix, or None without categories."""
         cats = self.categories()

@@ -18,7 +18,8 @@ from userlens.data.interactions import Dataset, IdIndex, Interactions, ItemCatal
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "recbole", "sequences", "amazon")
+FORMATS = ("csv", "tsv", "parquet", "jsonl", "movielens", "recbole", "sequences", "amazon",
+           "unisrec")
 
 
 class DataFormatError(ValueError):
@@ -580,6 +581,79 @@ def read_frame(frame, columns: ColumnMap | None = None, *, name: str = "datafram
 # --------------------------------------------------------------------------- dispatch
 
 
+# --------------------------------------------------------------------------- UniSRec
+
+
+def _unisrec_rows(path: Path) -> pl.DataFrame:
+    """``user_id  item_id_list  item_id`` rows of a UniSRec/RecBole ``.inter`` split file,
+    with the history as a list of strings and the line number."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file (UniSRec layout: <name>.train.inter, "
+                                ".valid.inter, .test.inter, .item2index, .text)")
+    table = _read_lines_table(path, ["user", "history", "target"], 2, separator="\t",
+                              quote_char=None, skip_rows=1)
+    bad = _first_bad(table, pl.col("target").is_null() | pl.col("user").is_null())
+    if bad is not None:
+        raise _fail(path, bad["_line"], "item_id", "needs three tab-separated fields: "
+                    "user_id, item_id_list, item_id")
+    return table.with_columns(pl.col("history").fill_null("").str.strip_chars()
+                              .str.split(" ").list.eval(pl.element().filter(pl.element() != ""))
+                              .alias("history"), pl.col("target").str.strip_chars())
+
+
+def read_unisrec(path: str | Path, *, name: str | None = None) -> Dataset:
+    """A dataset in UniSRec's layout (Hou et al., KDD 2022): ``<name>.test.inter`` (each
+    user's whole history before the test item, and the test item), ``.valid.inter`` and
+    ``.train.inter`` (the same sequences cut earlier), ``.item2index`` (``ASIN index``) and
+    ``.text`` (``ASIN text``: title, categories, brand).
+
+    ``path`` is the ``.test.inter`` file or the folder holding it. Each user's events are
+    the test row's history followed by its target, in that order (no timestamps), so a
+    leave-one-out split gives back the published validation and test rows; the validation
+    file is checked against that. Items are named by their ASIN and carry their text."""
+    path = Path(path)
+    if path.is_dir():
+        found = sorted(path.glob("*.test.inter"))
+        if len(found) != 1:
+            raise FileNotFoundError(f"{path}: expected one *.test.inter file, found "
+                                    f"{len(found)}")
+        path = found[0]
+    stem = path.name.removesuffix(".test.inter")
+    folder = path.parent
+    test = _unisrec_rows(path)
+    valid = _unisrec_rows(folder / f"{stem}.valid.inter")
+    sequences = dict(zip(test["user"].to_list(), [h + [t] for h, t in zip(
+        test["history"].to_list(), test["target"].to_list(), strict=True)], strict=True))
+    for user, history, target, line in valid.select("user", "history", "target",
+                                                    "_line").iter_rows():
+        full = sequences.get(user)
+        if full is None or full[:-1] != history + [target]:
+            raise _fail(folder / f"{stem}.valid.inter", line, "item_id_list",
+                        f"user {user}'s validation row is not its test history less the "
+                        "last item")
+    index_path = folder / f"{stem}.item2index"
+    to_asin: dict[str, str] = {}
+    if index_path.is_file():
+        index = _read_lines_table(index_path, ["asin", "index"], 1, separator="\t",
+                                  quote_char=None)
+        to_asin = dict(zip(index["index"].to_list(), index["asin"].to_list(), strict=True))
+    users, items, positions = [], [], []
+    for user, sequence in sequences.items():
+        users += [user] * len(sequence)
+        items += [to_asin.get(item, item) for item in sequence]
+        positions += list(range(len(sequence)))
+    raw = pl.DataFrame({"user_id": users, "item_id": items, "_position": positions})
+    catalog = None
+    text_path = folder / f"{stem}.text"
+    if text_path.is_file():
+        text = _read_lines_table(text_path, ["item_id", "text"], 2, separator="\t",
+                                 quote_char=None, skip_rows=1)
+        catalog = text.select(
+            "item_id", pl.col("text").str.strip_chars().alias("text"),
+            pl.col("text").str.split(". ").list.first().str.strip_chars().alias("title"))
+    return build_dataset(raw, path, name=name or stem, catalog=catalog)
+
+
 def read(path: str | Path, format: str | None = None, columns: ColumnMap | None = None,
          *, separator: str | None = None, name: str | None = None) -> Dataset:
     """Read any supported event log; ``format`` is guessed from the suffix when omitted."""
@@ -589,7 +663,7 @@ def read(path: str | Path, format: str | None = None, columns: ColumnMap | None 
         return read_table(path, columns or ColumnMap(), format=format, separator=separator,
                           name=name)
     readers = {"movielens": read_movielens, "recbole": read_recbole,
-               "sequences": read_sequences, "amazon": read_amazon}
+               "sequences": read_sequences, "amazon": read_amazon, "unisrec": read_unisrec}
     if format not in readers:
         raise ValueError(f"unknown format '{format}'; known formats: {', '.join(FORMATS)}")
     dataset = readers[format](path, name=name)

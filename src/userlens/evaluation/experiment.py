@@ -26,7 +26,7 @@ from userlens.data.splits import Split
 from userlens.evaluation.runner import EvalResult, evaluate
 from userlens.models.base import Capability
 from userlens.models.registry import create
-from userlens.pipeline import load_data, make_split
+from userlens.pipeline import give_side_data, load_data, make_split
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def run_experiment(
         for entry in config.models:
             model = create(entry.name, entry.params)
             if model.can(Capability.DISTRIBUTED):
-                model.fit(split.train, valid=split.valid, seed=config.seed)
+                give_side_data(model, dataset)
+            model.fit(split.train, valid=split.valid, seed=config.seed)
         return None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -90,6 +91,7 @@ def run_experiment(
                 model.set_epoch_callback(lambda record, label=label: notify(
                     "epoch", {"model": label, **record}))
             fit_started = time.perf_counter()
+            give_side_data(model, dataset)
             model.fit(split.train, valid=split.valid, seed=config.seed)
             fit_seconds = time.perf_counter() - fit_started
             notify("fit_end", {"model": label, "seconds": fit_seconds})

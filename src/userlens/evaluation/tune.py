@@ -24,7 +24,7 @@ from userlens.evaluation.experiment import run_experiment
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability
 from userlens.models.registry import create
-from userlens.pipeline import load_data, make_split
+from userlens.pipeline import give_side_data, load_data, make_split
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +97,7 @@ def tune_experiment(
                             raise optuna.TrialPruned()
 
                 model.set_epoch_callback(report)
+            give_side_data(model, dataset)
             model.fit(split.train, valid=split.valid, seed=config.seed)
             result = evaluate(model, split, [OBJECTIVE], stage="valid",
                               protocol=config.evaluation.protocol, catalog=dataset.catalog,

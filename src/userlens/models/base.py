@@ -18,7 +18,7 @@ import shutil
 import tempfile
 import zipfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import ClassVar, Self
@@ -125,6 +125,9 @@ class Capability(StrEnum):
     contribution to each target's score (item-item models; the scores are their sums)."""
     ORDER = "order"
     """Scores depend on the order of the history (sequence models), not only on its set."""
+    ITEM_TEXT = "item_text"
+    """``set_item_texts(texts)`` before ``fit``: item vectors are computed from each item's
+    text, so items without events are scored too (text models)."""
     USER_WEIGHTS = "user_weights"
     """``set_user_weights(weights)``: the next ``fit`` weighs each training user's events
     (their share of the loss, the Gram matrix or the confidences) by the user's weight."""
@@ -269,6 +272,11 @@ class Recommender(ABC):
     def set_epoch_callback(self, callback: Callable[[dict], None] | None) -> None:
         """Have ``fit`` call ``callback`` after each epoch (EPOCHS models)."""
         raise NotImplementedError(f"{self.name} does not train in epochs")
+
+    def set_item_texts(self, texts: Sequence[str | None]) -> None:
+        """Each item's text, in item-index order, for the next ``fit``
+        (``Capability.ITEM_TEXT`` models only)."""
+        raise NotImplementedError(f"{self.name} does not read item texts")
 
     def set_user_weights(self, weights: np.ndarray | None) -> None:
         """Weigh each training user's events by ``weights[user]`` (>= 0; 1 is as usual, 0

@@ -24,6 +24,7 @@ from userlens.models.sequential_config import (
     ICSRecConfig,
     RepeatACTRConfig,
     SASRecConfig,
+    TextSASRecConfig,
 )
 
 
@@ -75,6 +76,12 @@ def _desmil() -> type[Recommender]:
     return DESMIL
 
 
+def _text_sasrec() -> type[Recommender]:
+    from userlens.models.nn.text import TextSASRec
+
+    return TextSASRec
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -87,6 +94,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "repeat_actr": (RepeatACTRConfig, _repeat_actr),
     "comirec": (ComiRecConfig, _comirec),
     "desmil": (DESMILConfig, _desmil),
+    "text_sasrec": (TextSASRecConfig, _text_sasrec),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

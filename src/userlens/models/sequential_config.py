@@ -194,6 +194,23 @@ class RepeatACTRConfig(SASRecConfig, frozen=True, extra="forbid"):
     catalogues are refused rather than run out of memory."""
 
 
+class TextSASRecConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """SASRec whose item vectors come from sentence embeddings of the items' texts through
+    UniSRec's mixture of whitening experts (+ an ID embedding on trained items)."""
+
+    text_model: str = "all-minilm-l6-v2"
+    """Sentence model: the packaged all-MiniLM-L6-v2, or a sentence-transformers folder."""
+    n_experts: int = Field(default=8, gt=0)
+    """Whitening experts in the adaptor (UniSRec: 8)."""
+    adaptor_dropout: float = Field(default=0.2, ge=0, lt=1)
+    """Dropout on the text vectors before the adaptor (UniSRec: 0.2)."""
+    item_ids: bool = True
+    """Add a learned ID embedding on the items seen in training (UniSRec's transductive
+    setting); False scores every item from its text alone (inductive)."""
+    text_dim: int | None = Field(default=None, gt=0)
+    """Width of the text vectors: filled in by fit (saved models need it to load)."""
+
+
 class ComiRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     """ComiRec-SA (Cen et al., KDD 2020): K interest vectors, each an attention-weighted sum
     of the history's item representations. Training scores each target with the interest

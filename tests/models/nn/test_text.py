@@ -1,0 +1,139 @@
+"""text_sasrec: items described by text, new items scored from their text alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.models.contract import ModelContract
+from tests.models.nn.test_sequential import TINY
+from userlens.data.interactions import Histories, Interactions, ItemCatalog
+from userlens.models import create
+from userlens.models.base import Capability
+from userlens.models.nn.text import TextItemEmbedding, TextSASRec
+from userlens.models.registry import load_model
+from userlens.models.sequential_config import TextSASRecConfig
+
+
+def random_texts(n_items: int, dim: int = 12, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vectors = rng.normal(size=(n_items, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+class TestTextSASRec(ModelContract):
+    sequential = True
+
+    def make(self):
+        return TextSASRec(TextSASRecConfig(**TINY, n_experts=2, adaptor_dropout=0.0))
+
+    def prepare(self, model, events):
+        # the contract's data has no catalogue: each item gets a random unit text vector
+        model.set_item_text_embeddings(random_texts(events.n_items))
+
+
+class TestTextSASRecInductive(TestTextSASRec):
+    def make(self):
+        return TextSASRec(TextSASRecConfig(**TINY, n_experts=2, adaptor_dropout=0.0,
+                                           item_ids=False))
+
+
+def test_item_vectors_are_the_mixture_of_whitening_experts_by_hand():
+    import torch
+
+    text = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    layer = TextItemEmbedding(text, torch.tensor([1.0, 0.0]), dim=3, n_experts=2,
+                              dropout=0.0, item_ids=True, init_std=0.1)
+    with torch.no_grad():
+        layer.whitening_bias.copy_(torch.tensor([[0.5, 0.0], [0.0, 1.0]]))
+        layer.experts.copy_(torch.arange(12, dtype=torch.float32).reshape(2, 2, 3) / 10)
+        layer.gate.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+        layer.ids.weight.copy_(torch.ones(3, 3))
+    weight = layer.weight.detach().numpy()
+    experts = np.arange(12, dtype=np.float32).reshape(2, 2, 3) / 10
+    expected = []
+    for row, seen in zip(([1.0, 0.0], [0.0, 2.0]), (1.0, 0.0), strict=True):
+        x = np.array(row)
+        gates = np.exp(x) / np.exp(x).sum()
+        mix = sum(gates[k] * (x - [[0.5, 0.0], [0.0, 1.0]][k]) @ experts[k] for k in range(2))
+        expected.append(mix + seen * np.ones(3))
+    np.testing.assert_allclose(weight[0], 0.0)  # padding
+    np.testing.assert_allclose(weight[1:], np.array(expected), rtol=1e-5)
+    tokens = torch.tensor([[2, 0, 1]])
+    np.testing.assert_allclose(layer(tokens).detach().numpy()[0], weight[[2, 0, 1]])
+
+
+def two_topics(n_users: int = 80, seed: int = 0) -> tuple[Interactions, np.ndarray]:
+    """Items 0-9 are about topic A, 10-19 about topic B (their texts say so: a topic
+    direction plus noise). A user stays within one topic. Items 9 and 19 have no events."""
+    rng = np.random.default_rng(seed)
+    topic = np.zeros((2, 16), np.float32)
+    topic[0, 0] = topic[1, 1] = 1.0
+    texts = np.concatenate([topic[0] + 0.3 * rng.normal(size=(10, 16)),
+                            topic[1] + 0.3 * rng.normal(size=(10, 16))]).astype(np.float32)
+    users, items = [], []
+    for user in range(n_users):
+        base = 0 if user % 2 == 0 else 10
+        users += [user] * 8
+        items += (base + rng.choice(9, 8)).tolist()  # never item 9 / 19
+    return Interactions.from_arrays(np.array(users), np.array(items), n_items=20), texts
+
+
+@pytest.mark.parametrize("item_ids", [True, False])
+def test_a_never_seen_item_is_scored_from_its_text(item_ids):
+    events, texts = two_topics()
+    model = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 40}, n_experts=2,
+                                        adaptor_dropout=0.0, item_ids=item_ids))
+    model.set_item_text_embeddings(texts)
+    model.fit(events, seed=0)
+    histories = Histories.from_lists([[0, 1, 2, 3], [10, 11, 12, 13]], n_items=20)
+    scores = model.score(histories)
+    # the topic-A history ranks the unseen topic-A item 9 above every topic-B item, the
+    # unseen 19 included, and the topic-B history the other way round
+    assert scores[0, 9] > scores[0, 10:].max()
+    assert scores[1, 19] > scores[1, :10].max()
+
+
+def test_sasrec_cannot_do_that():
+    # the control: with ID embeddings only, the never-seen items keep their random init
+    events, _ = two_topics()
+    model = create("sasrec", {**TINY, "max_epochs": 40}).fit(events, seed=0)
+    histories = Histories.from_lists([[0, 1, 2, 3], [10, 11, 12, 13]], n_items=20)
+    ranks = (-model.score(histories)).argsort(axis=1).argsort(axis=1)
+    assert ranks[0, 9] > 5 or ranks[1, 19] > 5
+
+
+def test_save_and_load_keep_the_text_vectors(tmp_path):
+    events, texts = two_topics()
+    model = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 3}, n_experts=2))
+    model.set_item_text_embeddings(texts)
+    model.fit(events, seed=0)
+    loaded = load_model(model.save(tmp_path / "m"))
+    assert loaded.config.text_dim == 16
+    histories = events.histories()
+    np.testing.assert_allclose(loaded.score(histories), model.score(histories), rtol=1e-5)
+    np.testing.assert_array_equal(loaded.text_, texts)
+    assert loaded.can(Capability.ITEM_TEXT) and loaded.can(Capability.EMBEDDINGS)
+
+
+def test_without_texts_fit_says_what_is_missing():
+    events, texts = two_topics()
+    with pytest.raises(ValueError, match="texts before fit"):
+        TextSASRec(TextSASRecConfig(**TINY)).fit(events)
+    model = TextSASRec(TextSASRecConfig(**TINY))
+    model.set_item_text_embeddings(texts[:5])
+    with pytest.raises(ValueError, match="5 item texts for a catalogue of 20"):
+        model.fit(events)
+    with pytest.raises(NotImplementedError, match="does not read item texts"):
+        create("sasrec", TINY).set_item_texts(["a"])
+
+
+def test_catalogue_texts_fall_back_to_title_and_categories():
+    import polars as pl
+
+    catalog = ItemCatalog(pl.DataFrame({"item_id": ["a", "b"], "title": ["Glue", None],
+                                        "categories": [["Adhesives", "Tools"], None]}))
+    assert catalog.texts() == ["Glue. Adhesives. Tools", None]
+    with_text = ItemCatalog(pl.DataFrame({"item_id": ["a"], "text": ["Glue. Adhesives."]}))
+    assert with_text.texts() == ["Glue. Adhesives."]
+    assert ItemCatalog(pl.DataFrame({"item_id": ["a"]})).texts() is None

@@ -18,7 +18,7 @@ $(BIN)/.installed: pyproject.toml
 	# (else pip compiles it, about 5 minutes)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
 		$(if $(wildcard $(SHARED_WHEELS)),--find-links $(SHARED_WHEELS),) \
-		-e ".[dev,torch,serve,ann,plot,llm,tune]"
+		-e ".[dev,torch,serve,ann,plot,llm,tune,text]"
 	touch $@
 
 demo: $(BIN)/.installed

@@ -188,3 +188,63 @@ def test_ml1m_sasrec_is_the_published_file_with_metadata_through_the_id_maps(sha
     row = data.user_table.frame.row(data.users.index_of("1"), named=True)
     assert (row["gender"], row["age"]) == (gender, age)
     assert data.user_table.frame["gender"].null_count() == 0
+
+
+def _unisrec(folder, valid_row="0\t7 8\t9"):
+    write(folder / "Toy.test.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+          "0\t7 8 9\t10\n1\t10\t7\n")
+    write(folder / "Toy.valid.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+          f"{valid_row}\n1\t\t10\n")
+    write(folder / "Toy.train.inter", "user_id:token\titem_id_list:token_seq\titem_id:token\n"
+          "0\t7\t8\n")
+    write(folder / "Toy.item2index", "B07\t7\nB08\t8\nB09\t9\nB10\t10\n")
+    write(folder / "Toy.text", "item_id:token\ttext:token_seq\n"
+          "B07\tGorilla Glue, 8 oz. Adhesives. Gorilla. \nB10\tMultimeter. Testers. Fluke. \n")
+
+
+def test_unisrec_layout_gives_sequences_with_asins_and_texts(tmp_path):
+    from userlens.data import leave_one_out
+
+    _unisrec(tmp_path)
+    dataset = read(tmp_path, "unisrec")
+    assert dataset.summary() == {"users": 2, "items": 4, "interactions": 6}
+    split = leave_one_out(dataset.interactions)
+    # the published test and validation targets come back from leave-one-out
+    ids = dataset.items.ids
+    assert sorted(ids[i] for i in split.test.item_idx) == ["B07", "B10"]
+    assert [ids[i] for i in split.valid.item_idx] == ["B09"]
+    texts = dict(zip(dataset.catalog.frame["item_id"], dataset.catalog.texts(), strict=True))
+    assert texts["B07"] == "Gorilla Glue, 8 oz. Adhesives. Gorilla." and texts["B08"] is None
+    titles = dict(zip(dataset.catalog.frame["item_id"], dataset.catalog.frame["title"],
+                      strict=True))
+    assert titles["B10"] == "Multimeter"
+
+
+def test_unisrec_validation_row_that_disagrees_is_named(tmp_path):
+    _unisrec(tmp_path, valid_row="0\t7 9\t8")
+    with pytest.raises(DataFormatError, match=r"Toy.valid.inter.*line 2"):
+        read(tmp_path / "Toy.test.inter", "unisrec")
+
+
+def test_real_scientific_matches_its_published_counts(shared_data):
+    import numpy as np
+
+    from userlens.data import leave_one_out
+
+    folder = shared_data / "amazon-scientific-unisrec"
+    if not folder.is_dir():
+        pytest.skip("needs ../shared/data/amazon-scientific-unisrec")
+    dataset = read(folder, "unisrec")
+    assert dataset.summary() == {"users": 2928, "items": 1585, "interactions": 19712}
+    assert all(t is not None for t in dataset.catalog.texts())
+    # every published test target is the leave-one-out test target of its user
+    split = leave_one_out(dataset.interactions)
+    test = pl.read_csv(folder / "Scientific.test.inter", separator="\t")
+    index = dict(pl.read_csv(folder / "Scientific.item2index", separator="\t",
+                             has_header=False).iter_rows())
+    asin_of_index = {v: k for k, v in index.items()}
+    published = {str(u): asin_of_index[t] for u, t in test.select(
+        "user_id:token", "item_id:token").iter_rows()}
+    ours = {dataset.users.ids[u]: dataset.items.ids[i]
+            for u, i in zip(split.test.user_idx, split.test.item_idx, strict=True)}
+    assert ours == published and len(np.unique(split.test.user_idx)) == 2928

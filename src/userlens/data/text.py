@@ -117,7 +117,9 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_TEXT_MODEL, *,
                                     convert_to_numpy=True, show_progress_bar=False))
         if progress is not None:
             progress(min(start + batch_size, len(texts)), len(texts))
-    dim = encoder.get_sentence_embedding_dimension() or 0
+    # sentence-transformers 6 renamed get_sentence_embedding_dimension
+    dim = (getattr(encoder, "get_embedding_dimension", None)
+           or encoder.get_sentence_embedding_dimension)() or 0
     out = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, dim), np.float32)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -137,3 +137,39 @@ def test_catalogue_texts_fall_back_to_title_and_categories():
     with_text = ItemCatalog(pl.DataFrame({"item_id": ["a"], "text": ["Glue. Adhesives."]}))
     assert with_text.texts() == ["Glue. Adhesives."]
     assert ItemCatalog(pl.DataFrame({"item_id": ["a"]})).texts() is None
+
+
+def test_packaged_minilm_embeds_offline_and_caches(tmp_path, monkeypatch):
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("all_minilm_l6_v2")
+    from userlens.data import text
+
+    monkeypatch.setenv("USERLENS_CACHE", str(tmp_path))
+    titles = ["Gorilla Original Gorilla Glue, Waterproof Polyurethane Glue",
+              "Titebond wood glue for carpentry",
+              "Digital multimeter, AC/DC voltage tester"]
+    vectors = text.embed_texts(titles)
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+    similar = vectors @ vectors.T
+    assert similar[0, 1] > similar[0, 2] and similar[0, 1] > similar[1, 2]  # glue ~ glue
+    # the unpacked weights are all-MiniLM-L6-v2's, checked by hash
+    folder = text.model_folder()
+    assert text._sha256(folder / "model.safetensors") == text.MINILM_WEIGHTS_SHA256
+    # a second call reads the cache: no model is loaded
+    import sentence_transformers
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the cache was not used")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse)
+    np.testing.assert_array_equal(text.embed_texts(titles), vectors)
+    with pytest.raises(AssertionError, match="cache was not used"):
+        text.embed_texts(titles[:2])  # another catalogue version is embedded anew
+
+
+def test_a_text_model_that_is_not_there_is_named(tmp_path):
+    from userlens.data.text import model_folder
+
+    with pytest.raises(FileNotFoundError, match="no model hub is contacted"):
+        model_folder(str(tmp_path / "nowhere"))

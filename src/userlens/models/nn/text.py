@@ -20,6 +20,8 @@ BERT's [CLS], and the ID embedding is masked to zero on items without training e
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from typing import Self
 
@@ -32,6 +34,8 @@ from userlens.data.interactions import Interactions
 from userlens.models.base import ArraySpec, Capability
 from userlens.models.nn.sequential import SASRec
 from userlens.models.sequential_config import TextSASRecConfig
+
+log = logging.getLogger(__name__)
 
 
 class TextItemEmbedding(nn.Module):
@@ -121,7 +125,12 @@ class TextSASRec(SASRec):
             if not have:
                 raise ValueError(f"{self.name}: none of the {len(self.item_texts_):,} items "
                                  "has a text")
-            vectors = embed_texts([self.item_texts_[i] for i in have], self.config.text_model)
+            log.info("%s: embedding %d item texts with %s", self.name, len(have),
+                     self.config.text_model)
+            vectors = embed_texts([self.item_texts_[i] for i in have], self.config.text_model,
+                                  progress=lambda done, total: log.info(
+                                      "%s: embedded %d / %d item texts", self.name, done,
+                                      total))
             self.text_ = np.zeros((len(self.item_texts_), vectors.shape[1]), np.float32)
             self.text_[have] = vectors
         if len(self.text_) != n_items:
@@ -131,6 +140,7 @@ class TextSASRec(SASRec):
 
     def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
+        torch.set_num_threads(self.config.threads or os.cpu_count() or 1)  # embedding too
         text = self._embed(train_events.n_items)
         self.seen_ = (np.bincount(train_events.item_idx, minlength=train_events.n_items)
                       > 0).astype(np.float32)

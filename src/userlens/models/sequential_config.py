@@ -207,6 +207,11 @@ class TextSASRecConfig(SASRecConfig, frozen=True, extra="forbid"):
     item_ids: bool = True
     """Add a learned ID embedding on the items seen in training (UniSRec's transductive
     setting); False scores every item from its text alone (inductive)."""
+    unseen_negatives: bool = False
+    """Keep items without training events in the training loss as negatives. By default
+    they are left out: they stand for items added after training, and as negatives the
+    loss would only push their text vectors away from every user (with the popularity
+    sampler of sampled_softmax every item stays)."""
     text_dim: int | None = Field(default=None, gt=0)
     """Width of the text vectors: filled in by fit (saved models need it to load)."""
 

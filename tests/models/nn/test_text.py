@@ -173,3 +173,28 @@ def test_a_text_model_that_is_not_there_is_named(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no model hub is contacted"):
         model_folder(str(tmp_path / "nowhere"))
+
+
+@pytest.mark.parametrize("unseen_negatives", [False, True])
+def test_items_without_training_events_are_left_out_of_the_training_softmax(unseen_negatives):
+    import torch
+    import torch.nn.functional as F
+
+    events, texts = two_topics()  # items 9 and 19 have no events
+    model = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 1}, n_experts=2,
+                                        unseen_negatives=unseen_negatives))
+    model.set_item_text_embeddings(texts)
+    model.fit(events, seed=0)
+    model._prepare_training([], 0)
+    hidden = torch.randn(5, TINY["dim"], generator=torch.Generator().manual_seed(0))
+    targets = torch.tensor([0, 3, 10, 18, 8])
+    with torch.no_grad():
+        got = model._loss(hidden, targets, torch.Generator())
+        table = model.module_.item_weights()
+        keep = [i for i in range(20) if unseen_negatives or i not in (9, 19)]
+        position = {item: p for p, item in enumerate(keep)}
+        expected = F.cross_entropy(hidden @ table[keep].T,
+                                   torch.tensor([position[int(t)] for t in targets]))
+    if model.config.loss_mean == "global":  # the loss is a share of the batch's targets
+        expected = expected * len(targets) / model.targets_per_batch_
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)

@@ -81,6 +81,19 @@ class TextItemEmbedding(nn.Module):
         return F.embedding(tokens, self.weight)
 
 
+class _TrainedItems:
+    """The module as the training loss sees it: only the items with training events."""
+
+    def __init__(self, module: nn.Module, trained: torch.Tensor) -> None:
+        self.module, self.trained = module, trained
+
+    def item_weights(self) -> torch.Tensor:
+        return self.module.item_weights()[self.trained]
+
+    def __getattr__(self, name: str):  # logit_bias and the rest
+        return getattr(self.module, name)
+
+
 class TextSASRec(SASRec):
     """SASRec whose item vectors come from the items' texts (see the module docstring).
 
@@ -146,6 +159,26 @@ class TextSASRec(SASRec):
                       > 0).astype(np.float32)
         self.config = self.config.model_copy(update={"text_dim": int(text.shape[1])})
         return super().fit(train_events, valid=valid, seed=seed)
+
+    def _prepare_training(self, sequences: list[np.ndarray], seed: int):
+        c = self.config
+        self.trained_ = self.position_ = None
+        if not c.unseen_negatives and not (c.loss == "sampled_softmax"
+                                           and c.negative_sampler == "popularity"):
+            trained = np.flatnonzero(self.seen_)
+            position = np.full(len(self.seen_), -1, np.int64)
+            position[trained] = np.arange(len(trained))
+            self.trained_ = torch.from_numpy(trained).to(self.device_)
+            self.position_ = torch.from_numpy(position).to(self.device_)
+        return super()._prepare_training(sequences, seed)
+
+    def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
+              sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        if getattr(self, "trained_", None) is None:
+            return super()._loss(hidden, targets, generator, sample_weight)
+        # every target had a training event, so it has a position among the trained items
+        return self.objective_(_TrainedItems(self.module_, self.trained_), hidden,
+                               self.position_[targets], generator, sample_weight)
 
     def _build_module(self, n_items: int) -> nn.Module:
         c = self.config

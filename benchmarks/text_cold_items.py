@@ -92,6 +92,7 @@ def main() -> None:
                 b = per_user[(base, part)][metric]
                 diff = float(np.mean(a - b))
                 p = float(stats.ttest_rel(a, b).pvalue) if row["model"] != base else None
+                p = p if p is not None and np.isfinite(p) else None  # equal columns: no test
                 row["vs_first"][f"{part} {metric}"] = {"diff": diff, "p": p}
     table = Table(title=f"cold items ({args.cold_share:.0%} held out), {config.name}")
     table.add_column("model")

@@ -43,13 +43,10 @@ def main() -> None:
     lengths = np.array([len(t.split()) for t in texts])
     with tempfile.TemporaryDirectory() as cache:
         started = time.perf_counter()
-        last = [0.0]
 
         def progress(done: int, total: int) -> None:
-            now = time.perf_counter()
-            if now - last[0] > 10 or done == total:
-                last[0] = now
-                print(f"{done:,} / {total:,} texts, {now - started:.0f} s", flush=True)
+            print(f"{done:,} / {total:,} texts, {time.perf_counter() - started:.0f} s",
+                  flush=True)
 
         vectors = embed_texts(texts, cache=Path(cache), progress=progress)
         cold = time.perf_counter() - started

@@ -198,3 +198,14 @@ def test_items_without_training_events_are_left_out_of_the_training_softmax(unse
     if model.config.loss_mean == "global":  # the loss is a share of the batch's targets
         expected = expected * len(targets) / model.targets_per_batch_
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["sampled_softmax", "bce", "gbce"])
+def test_sampled_losses_train_on_the_trained_items(loss):
+    events, texts = two_topics()
+    model = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 2}, loss=loss, n_negatives=4,
+                                        n_experts=2))
+    model.set_item_text_embeddings(texts)
+    model.fit(events, seed=0)
+    assert len(model.trained_) == 18  # items 9 and 19 have no events
+    assert np.isfinite(model.score(events.histories())).all()

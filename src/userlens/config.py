@@ -40,6 +40,10 @@ class DataConfig(BaseModel, frozen=True, extra="forbid",
     """Optional item catalogue file (CSV/TSV/Parquet/JSONL with an ``item_id`` column)."""
     item_columns: dict[str, str] = {}
     """Catalogue column renames, e.g. ``{ movieId = "item_id", genres = "categories" }``."""
+    new_items: Literal["drop", "keep"] = "drop"
+    """Items of the catalogue file without any event: dropped, or kept in the item
+    vocabulary after the filters (new items: text models score them from their text, and
+    the artefact and the service can recommend them)."""
     min_rating: float | None = None
     """Keep events with value >= min_rating (explicit ratings -> implicit positives)."""
     repeats: Literal["all", "first", "last"] = "all"
@@ -53,6 +57,9 @@ class DataConfig(BaseModel, frozen=True, extra="forbid",
     def _one_source(self) -> DataConfig:
         if self.path is not None and self.dataset is not None:
             raise ValueError("give one of data.path or data.dataset, not both")
+        if self.new_items == "keep" and self.items is None:
+            raise ValueError('data.new_items = "keep" takes the new items from the item '
+                             "catalogue: give data.items too")
         return self
 
     def semantics(self, known_types: tuple[str, ...] | None = None) -> EventSemantics:

@@ -6,15 +6,17 @@ against the config file's folder), so nothing here depends on the working direct
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from userlens.config import DataConfig, SplitConfig
 from userlens.data import filters
 from userlens.data.datasets import DEFAULT_DATA_HOME, REGISTRY, resolve
-from userlens.data.interactions import Dataset
+from userlens.data.interactions import Dataset, IdIndex
 from userlens.data.readers import (
     ColumnMap,
     DataFormatError,
@@ -76,6 +78,15 @@ def attach_catalog(dataset: Dataset, path: Path, rename: dict[str, str] | None =
 
     A ``categories`` column given as text is split on ``|`` (MovieLens style) or ``,``.
     """
+    frame = read_catalogue(path, rename)
+    return Dataset(dataset.interactions, dataset.users, dataset.items,
+                   align_catalog(frame, dataset.items),
+                   dataset.user_table, dataset.name, dataset.source)
+
+
+def read_catalogue(path: Path, rename: dict[str, str] | None = None) -> pl.DataFrame:
+    """An item catalogue file as a frame with a string ``item_id`` column (and categories
+    split into lists)."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such item catalogue file")
     suffix = "".join(path.suffixes[-2:]).lower()
@@ -94,8 +105,21 @@ def attach_catalog(dataset: Dataset, path: Path, rename: dict[str, str] | None =
     if "categories" in frame.columns and frame.schema["categories"] == pl.Utf8:
         frame = frame.with_columns(pl.col("categories").str.split(
             "|" if frame["categories"].str.contains("|", literal=True).any() else ","))
-    return Dataset(dataset.interactions, dataset.users, dataset.items,
-                   align_catalog(frame, dataset.items),
+    return frame.with_columns(pl.col("item_id").cast(pl.Utf8))
+
+
+def add_new_items(dataset: Dataset, path: Path, rename: dict[str, str] | None = None
+                  ) -> Dataset:
+    """Append the catalogue's items that have no event to the item vocabulary (after the
+    existing ones, in catalogue order), with their catalogue rows."""
+    frame = read_catalogue(path, rename).unique("item_id", keep="first", maintain_order=True)
+    known = set(dataset.items.ids.tolist())
+    new = [i for i in frame["item_id"].to_list() if i not in known]
+    if not new:
+        return dataset
+    items = IdIndex(np.concatenate([dataset.items.ids, np.array(new, dtype=str)]))
+    events = dataclasses.replace(dataset.interactions, n_items=len(items))
+    return Dataset(events, dataset.users, items, align_catalog(frame, items),
                    dataset.user_table, dataset.name, dataset.source)
 
 
@@ -117,8 +141,11 @@ def apply_filters(dataset: Dataset, config: DataConfig) -> Dataset:
 def load_data(config: DataConfig, *, mirror: Path | None = None,
               data_home: Path = DEFAULT_DATA_HOME, frame=None) -> Dataset:
     """Read and filter the data a config describes (or ``frame``, with its filters)."""
-    return apply_filters(read_source(config, mirror=mirror, data_home=data_home,
-                                     frame=frame), config)
+    dataset = apply_filters(read_source(config, mirror=mirror, data_home=data_home,
+                                        frame=frame), config)
+    if config.new_items == "keep" and config.items is not None:
+        dataset = add_new_items(dataset, Path(config.items), config.item_columns)
+    return dataset
 
 
 def give_side_data(model: Recommender, dataset: Dataset) -> None:

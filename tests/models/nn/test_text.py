@@ -139,9 +139,16 @@ def test_catalogue_texts_fall_back_to_title_and_categories():
     assert ItemCatalog(pl.DataFrame({"item_id": ["a"]})).texts() is None
 
 
+def _needs_minilm() -> None:
+    import importlib.util
+
+    for package in ("sentence_transformers", "all_minilm_l6_v2"):  # found, not imported
+        if importlib.util.find_spec(package) is None:
+            pytest.skip(f"needs {package} (userlens[text])")
+
+
 def test_packaged_minilm_embeds_offline_and_caches(tmp_path, monkeypatch):
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("all_minilm_l6_v2")
+    _needs_minilm()
     from userlens.data import text
 
     monkeypatch.setenv("USERLENS_CACHE", str(tmp_path))
@@ -209,3 +216,61 @@ def test_sampled_losses_train_on_the_trained_items(loss):
     model.fit(events, seed=0)
     assert len(model.trained_) == 18  # items 9 and 19 have no events
     assert np.isfinite(model.score(events.histories())).all()
+
+
+GLUES = ["Gorilla Original Glue, waterproof polyurethane, 8 oz", "Loctite Super Glue gel",
+         "Elmer's wood glue for carpentry", "J-B Weld epoxy adhesive, two-part",
+         "Titebond III ultimate wood glue", "3M spray adhesive for foam and fabric",
+         "E6000 craft adhesive, clear", "Liquid Nails construction adhesive"]
+METERS = ["Fluke digital multimeter, true RMS", "Klein Tools voltage tester, non-contact",
+          "AstroAI digital multimeter with ohm and amp meter", "Clamp meter for AC current",
+          "Extech insulation resistance tester", "Outlet tester with GFCI indicator",
+          "Oscilloscope probe kit, 100 MHz", "Continuity tester with alligator clips"]
+NEW = {"new-glue": "Gorilla clear grip contact adhesive, waterproof glue",
+       "new-meter": "Fluke clamp multimeter for AC and DC voltage testing"}
+
+
+def test_new_catalogue_items_are_recommended_from_their_text(tmp_path, monkeypatch):
+    """End to end: events for 16 items, a catalogue file with two more items that nobody
+    had (``new_items = "keep"``); the real sentence model embeds the titles; a glue history
+    gets the new glue before the new multimeter, and the other way round."""
+    _needs_minilm()
+    import polars as pl
+
+    import userlens
+
+    monkeypatch.setenv("USERLENS_CACHE", str(tmp_path / "cache"))
+    titles = {f"g{i}": t for i, t in enumerate(GLUES)} | {f"m{i}": t for i, t in
+                                                          enumerate(METERS)} | NEW
+    pl.DataFrame({"item_id": list(titles), "title": list(titles.values())}).write_csv(
+        tmp_path / "items.csv")
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(120):
+        prefix = "g" if user % 2 == 0 else "m"
+        for step, item in enumerate(rng.choice(8, 6, replace=False)):
+            rows.append({"user": f"u{user}", "item": f"{prefix}{item}", "ts": step})
+    config = {"name": "new-items", "data": {"items": str(tmp_path / "items.csv"),
+                                            "new_items": "keep", "columns": {
+                                                "user": "user", "item": "item", "time": "ts"}},
+              "split": {"method": "leave_one_out"}, "evaluation": {"metrics": ["hr@10"]},
+              "models": [{"name": "text_sasrec", "params": {**TINY, "max_epochs": 30,
+                                                            "n_experts": 2,
+                                                            "item_ids": False}}]}
+    userlens.run(config, data=pl.DataFrame(rows), out=tmp_path / "run")
+    shop = userlens.load_artefact(tmp_path / "run" / "text_sasrec")
+    assert set(NEW) <= set(shop.items.ids.tolist())  # kept although nobody had them
+
+    def rank(history, item):
+        top = shop.recommend(history, k=18)["item_id"].to_list()
+        return top.index(item)
+
+    assert rank(["g0", "g1", "g2"], "new-glue") < rank(["g0", "g1", "g2"], "new-meter")
+    assert rank(["m0", "m1", "m2"], "new-meter") < rank(["m0", "m1", "m2"], "new-glue")
+
+
+def test_new_items_need_a_catalogue():
+    from userlens.config import DataConfig
+
+    with pytest.raises(ValueError, match="give data.items too"):
+        DataConfig(path="events.csv", new_items="keep")

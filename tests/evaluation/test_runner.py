@@ -135,3 +135,23 @@ def test_compare_runs_detects_a_real_difference(tmp_path):
     row = result["metrics"][0]
     assert row["b"] > row["a"] and row["t_pvalue"] < 0.01
     assert result["users"] == 200
+
+
+def test_other_ranks_fit_only_the_distributed_models(tmp_path, monkeypatch):
+    from userlens.config import ExperimentConfig
+    from userlens.evaluation.experiment import run_experiment
+    from userlens.models.classic import EASE
+
+    log = tmp_path / "log.csv"
+    log.write_text("user_id,item_id\n" + "\n".join(f"{u},{i}" for u in range(20)
+                                                   for i in range(u % 5, u % 5 + 4)))
+    config = ExperimentConfig.model_validate({
+        "name": "ranks", "data": {"path": str(log), "format": "csv"},
+        "models": [{"name": "ease", "params": {"l2": 1.0}}]})
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a rank other than 0 fitted a model that is not distributed")
+
+    monkeypatch.setattr(EASE, "fit", refuse)
+    assert run_experiment(config, tmp_path / "runs", rank=1, world_size=2) is None
+    assert not (tmp_path / "runs").exists()

@@ -77,7 +77,7 @@ def run_experiment(
             model = create(entry.name, entry.params)
             if model.can(Capability.DISTRIBUTED):
                 give_side_data(model, dataset)
-            model.fit(split.train, valid=split.valid, seed=config.seed)
+                model.fit(split.train, valid=split.valid, seed=config.seed)
         return None
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))

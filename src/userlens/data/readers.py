@@ -578,9 +578,6 @@ def read_frame(frame, columns: ColumnMap | None = None, *, name: str = "datafram
     return build_dataset(frame.select(selected), Path(name), name=name)
 
 
-# --------------------------------------------------------------------------- dispatch
-
-
 # --------------------------------------------------------------------------- UniSRec
 
 
@@ -652,6 +649,9 @@ def read_unisrec(path: str | Path, *, name: str | None = None) -> Dataset:
             "item_id", pl.col("text").str.strip_chars().alias("text"),
             pl.col("text").str.split(". ").list.first().str.strip_chars().alias("title"))
     return build_dataset(raw, path, name=name or stem, catalog=catalog)
+
+
+# --------------------------------------------------------------------------- dispatch
 
 
 def read(path: str | Path, format: str | None = None, columns: ColumnMap | None = None,

@@ -63,6 +63,22 @@ def test_item_vectors_are_the_mixture_of_whitening_experts_by_hand():
     np.testing.assert_allclose(layer(tokens).detach().numpy()[0], weight[[2, 0, 1]])
 
 
+def test_the_scoring_table_is_computed_once_until_a_parameter_changes():
+    import torch
+
+    layer = TextItemEmbedding(torch.randn(5, 4), torch.ones(5), dim=3, n_experts=2,
+                              dropout=0.2, item_ids=True, init_std=0.1).eval()
+    with torch.no_grad():
+        first = layer.weight
+        assert layer.weight is first  # reused while scoring
+        layer.load_state_dict({k: v + 1 for k, v in layer.state_dict().items()})
+        second = layer.weight
+        assert second is not first and not torch.allclose(second, first)
+        np.testing.assert_allclose(second.numpy(), layer._compute().numpy(), rtol=1e-6)
+    trained = layer.train().weight  # training: computed afresh, with dropout and grads
+    assert trained.requires_grad and trained is not second
+
+
 def two_topics(n_users: int = 80, seed: int = 0) -> tuple[Interactions, np.ndarray]:
     """Items 0-9 are about topic A, 10-19 about topic B (their texts say so: a topic
     direction plus noise). A user stays within one topic. Items 9 and 19 have no events."""

@@ -64,10 +64,22 @@ class TextItemEmbedding(nn.Module):
         if self.ids is not None:
             nn.init.normal_(self.ids.weight, std=init_std)
         self.dropout = dropout
+        self._table: tuple[tuple[int, ...], torch.Tensor] | None = None
 
     @property
     def weight(self) -> torch.Tensor:
-        """(n_items + 1, D) item vectors, padding row first."""
+        """(n_items + 1, D) item vectors, padding row first. Scoring (eval mode, no grad)
+        computes the table once and reuses it until a parameter changes in place (their
+        version counters), so a served request does not rerun the adaptor over the
+        catalogue."""
+        if self.training or torch.is_grad_enabled():
+            return self._compute()
+        versions = tuple(p._version for p in self.parameters())
+        if self._table is None or self._table[0] != versions:
+            self._table = (versions, self._compute())
+        return self._table[1]
+
+    def _compute(self) -> torch.Tensor:
         x = F.dropout(self.text, self.dropout, self.training)  # (N, T)
         experts = torch.einsum("nkt,ktd->nkd", x[:, None, :] - self.whitening_bias,
                                self.experts)  # (N, K, D)
@@ -112,6 +124,10 @@ class TextSASRec(SASRec):
         self.item_texts_: list[str | None] | None = None
         self.text_: np.ndarray | None = None  # (n_items, text_dim), zero rows without text
         self.seen_: np.ndarray | None = None  # (n_items,) 1.0 on items with training events
+        # the items the training loss ranks over, and each item's position among them
+        # (None: every item, as in SASRec)
+        self.trained_: torch.Tensor | None = None
+        self.position_: torch.Tensor | None = None
 
     def set_item_texts(self, texts: Sequence[str | None]) -> None:
         """Each item's text (None or empty: no text, its text vector is zero)."""
@@ -174,7 +190,7 @@ class TextSASRec(SASRec):
 
     def _loss(self, hidden: torch.Tensor, targets: torch.Tensor, generator: torch.Generator,
               sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-        if getattr(self, "trained_", None) is None:
+        if self.trained_ is None:
             return super()._loss(hidden, targets, generator, sample_weight)
         # every target had a training event, so it has a position among the trained items
         return self.objective_(_TrainedItems(self.module_, self.trained_), hidden,

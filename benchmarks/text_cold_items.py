@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from scipy import stats
 
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
 from userlens.data.splits import Split
+from userlens.evaluation.compare import paired_test
 from userlens.evaluation.runner import evaluate
 from userlens.models import create
 from userlens.pipeline import give_side_data, load_data, make_split
@@ -88,12 +88,10 @@ def main() -> None:
         row["vs_first"] = {}
         for part in ("cold", "warm"):
             for metric in METRICS:
-                a = per_user[(row["model"], part)][metric]
-                b = per_user[(base, part)][metric]
-                diff = float(np.mean(a - b))
-                p = float(stats.ttest_rel(a, b).pvalue) if row["model"] != base else None
-                p = p if p is not None and np.isfinite(p) else None  # equal columns: no test
-                row["vs_first"][f"{part} {metric}"] = {"diff": diff, "p": p}
+                test = paired_test(per_user[(base, part)][metric],
+                                   per_user[(row["model"], part)][metric])
+                row["vs_first"][f"{part} {metric}"] = {"diff": test["difference"],
+                                                       "p": test["t_pvalue"]}
     table = Table(title=f"cold items ({args.cold_share:.0%} held out), {config.name}")
     table.add_column("model")
     for part in ("cold", "warm"):

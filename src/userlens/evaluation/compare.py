@@ -16,6 +16,18 @@ def _split_key(manifest: dict) -> dict:
     return split.get("parameters") or {"method": split.get("method")}
 
 
+def paired_test(a: np.ndarray, b: np.ndarray) -> dict:
+    """Means, mean difference b - a, and paired t-test and Wilcoxon p-values of one
+    metric's per-user values (p = 1 when the two columns are equal)."""
+    difference = b - a
+    t_test = stats.ttest_rel(b, a) if np.any(difference) else None
+    wilcoxon = stats.wilcoxon(b, a) if np.any(difference) else None
+    return {"a": float(a.mean()), "b": float(b.mean()),
+            "difference": float(difference.mean()),
+            "t_pvalue": float(t_test.pvalue) if t_test else 1.0,
+            "wilcoxon_pvalue": float(wilcoxon.pvalue) if wilcoxon else 1.0}
+
+
 def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
     """Paired t-test and Wilcoxon signed-rank test per metric on the users both runs share.
 
@@ -43,17 +55,7 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
     common, index_a, index_b = np.intersect1d(users_a, users_b, return_indices=True)
     rows = []
     for metric in sorted(set(values_a) & set(values_b)):
-        a, b = values_a[metric][index_a], values_b[metric][index_b]
-        difference = b - a
-        t_test = stats.ttest_rel(b, a) if np.any(difference) else None
-        wilcoxon = stats.wilcoxon(b, a) if np.any(difference) else None
-        rows.append({
-            "metric": metric,
-            "a": float(a.mean()),
-            "b": float(b.mean()),
-            "difference": float(difference.mean()),
-            "t_pvalue": float(t_test.pvalue) if t_test else 1.0,
-            "wilcoxon_pvalue": float(wilcoxon.pvalue) if wilcoxon else 1.0,
-        })
+        rows.append({"metric": metric, **paired_test(values_a[metric][index_a],
+                                                     values_b[metric][index_b])})
     return {"a": str(run_a), "b": str(run_b), "users": int(len(common)),
             "protocol": manifest_a["protocol"], "metrics": rows}

@@ -110,14 +110,16 @@ def run(
             progress.update(tasks[payload["model"]],
                             description=f"evaluate {payload['model']}")
         elif event == "epoch":
-            valid = payload.get("valid_ndcg@10")
+            key = next((k for k in payload if k.startswith("valid_ndcg@")), None)
+            shown = f"{key.removeprefix('valid_')} {payload[key]:.4f}" if key else None
+            stage = f" {payload['stage']}" if "stage" in payload else ""
             progress.update(tasks[payload["model"]], description=(
-                f"fit {payload['model']} epoch {payload['epoch']} loss {payload['loss']:.4f}"
-                + (f" valid ndcg@10 {valid:.4f}" if valid is not None else "")
+                f"fit {payload['model']}{stage} epoch {payload['epoch']} loss "
+                f"{payload['loss']:.4f}" + (f" valid {shown}" if shown else "")
                 + f" ({payload['sequences_per_second']:.0f} seq/s)"))
-            err.print(f"  {payload['model']} epoch {payload['epoch']}: loss "
+            err.print(f"  {payload['model']}{stage} epoch {payload['epoch']}: loss "
                       f"{payload['loss']:.4f}, {payload['seconds']:.1f} s"
-                      + (f", valid ndcg@10 {valid:.4f}" if valid is not None else ""))
+                      + (f", valid {shown}" if shown else ""))
         elif event == "eval_progress":
             progress.update(tasks[payload["model"]], completed=payload["done"],
                             total=payload["total"])
@@ -185,9 +187,11 @@ def tune(
         if event == "trial_start":
             err.print(f"{payload['model']} trial {payload['trial']}: {payload['params']}",
                       highlight=False)
-        elif event == "epoch" and "trial" in payload and "valid_ndcg@10" in payload:
-            err.print(f"  epoch {payload['epoch']}: valid ndcg@10 "
-                      f"{payload['valid_ndcg@10']:.4f}", highlight=False)
+        elif event == "epoch" and "trial" in payload and any(
+                key.startswith("valid_ndcg@") for key in payload):
+            key = next(key for key in payload if key.startswith("valid_ndcg@"))
+            err.print(f"  epoch {payload['epoch']}: {key.removeprefix('valid_')} "
+                      f"{payload[key]:.4f}", highlight=False)
         elif event == "trial_end":
             value = payload["value"]
             err.print(f"{payload['model']} trial {payload['trial']} {payload['state'].lower()}"

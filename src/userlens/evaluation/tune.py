@@ -24,6 +24,7 @@ from userlens.evaluation.experiment import run_experiment
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability
 from userlens.models.registry import create
+from userlens.models.sequential_config import valid_value
 from userlens.pipeline import give_side_data, load_data, make_split
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def tune_experiment(
             if model.can(Capability.EPOCHS):
                 def report(record: dict) -> None:
                     notify("epoch", {"model": entry.display, "trial": trial.number, **record})
-                    value = record.get("valid_ndcg@10")
+                    value = valid_value(record)
                     if value is not None:
                         trial.report(value, record["epoch"])
                         if trial.should_prune():

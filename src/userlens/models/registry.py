@@ -16,6 +16,7 @@ from userlens.models.classic import EASE, ItemKNN, MostPopular
 from userlens.models.factorization import ALS, BPR
 from userlens.models.repeat import ACTR, RepeatFrequent, RepeatRecent
 from userlens.models.sequential_config import (
+    AdaRetrievalConfig,
     BERT4RecConfig,
     ComiRecConfig,
     DESMILConfig,
@@ -82,6 +83,12 @@ def _text_sasrec() -> type[Recommender]:
     return TextSASRec
 
 
+def _ada_retrieval() -> type[Recommender]:
+    from userlens.models.nn.ada import AdaRetrieval
+
+    return AdaRetrieval
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -95,6 +102,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "comirec": (ComiRecConfig, _comirec),
     "desmil": (DESMILConfig, _desmil),
     "text_sasrec": (TextSASRecConfig, _text_sasrec),
+    "ada_retrieval": (AdaRetrievalConfig, _ada_retrieval),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

@@ -8,6 +8,17 @@ from typing import Literal
 from pydantic import BaseModel, Field, model_validator
 
 
+def valid_key(k: int) -> str:
+    """The key of an epoch record's validation NDCG at cutoff ``k``."""
+    return f"valid_ndcg@{k}"
+
+
+def valid_value(record: dict) -> float | None:
+    """An epoch record's validation NDCG (at whichever cutoff selected), None if none."""
+    return next((value for key, value in record.items() if key.startswith("valid_ndcg@")),
+                None)
+
+
 class TrainingConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docstrings=True):
     """What the trainer needs (one typed object; :meth:`SequentialConfig.training` makes it)."""
 
@@ -19,6 +30,8 @@ class TrainingConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docst
     max_epochs: int = Field(default=200, gt=0)
     patience: int = Field(default=10, ge=1)
     eval_every: int = Field(default=1, gt=0)
+    valid_k: int = Field(default=10, gt=0)
+    """Cutoff of the validation NDCG that selects the epoch (NDCG@10 unless said)."""
     time_limit_seconds: float | None = Field(default=None, gt=0)
     grad_clip: float | None = Field(default=None, gt=0)
     amp: bool = False
@@ -64,6 +77,8 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     """Stop after this many validations without a better validation NDCG@10."""
     eval_every: int = Field(default=1, gt=0)
     """Validate every this many epochs (the best epoch's weights are restored)."""
+    valid_k: int = Field(default=10, gt=0)
+    """Model selection and early stopping rank by validation NDCG at this cutoff."""
     valid_repeats: Literal["exclude", "include"] = "exclude"
     """Whether validation ranks the user's own items too: set "include" with the
     repeats-included evaluation protocol (an experiment config insists on it)."""
@@ -267,3 +282,39 @@ class DESMILConfig(ComiRecConfig, frozen=True, extra="forbid"):
     reweight_learning_rate: float = Field(default=0.1, gt=0)
     max_sample_weight: float = Field(default=10.0, gt=1)
     """Cap on one sample's weight (the weights average 1)."""
+
+
+class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """Ada-Retrieval (Li et al., AAAI 2024): the backbone recommends in ``rounds`` rounds of
+    ``round_size`` items; each round's user vector is recomputed with what the earlier
+    rounds selected (item and user representation adapters). Defaults: the authors' script
+    (5 rounds of 20 items, loss weight 0.3 per further round, selection on the whole list)."""
+
+    backbone: Literal["sasrec", "gru4rec"] = "sasrec"
+    """The sequential model the rounds run: SASRec (n_blocks, n_heads, layout, ... apply)
+    or GRU4Rec (n_layers applies)."""
+    n_layers: int = Field(default=1, gt=0)
+    """GRU layers (gru4rec backbone only)."""
+    rounds: int = Field(default=5, gt=1)
+    round_size: int = Field(default=20, gt=1)
+    """Items each round adds to the list (the list holds rounds x round_size)."""
+    round_weight: float = Field(default=0.3, ge=0)
+    """λ: round t's loss is weighted λ^t (the authors' "lambda")."""
+    adapt_max_epochs: int = Field(default=50, gt=0)
+    """Second stage: epochs of training with the adapters, from the trained backbone."""
+    adapt_learning_rate: float | None = Field(default=None, gt=0)
+    """Second-stage learning rate (None = learning_rate)."""
+    adapt_samples: int = Field(default=1, gt=0)
+    """Second stage: training prefixes drawn per user and epoch (a random target position
+    each; every round needs its own forward pass, so a pass per prefix)."""
+    adapt_valid_k: int = Field(default=50, gt=0)
+    """Second stage: the epoch is selected on validation NDCG at this cutoff (the list's
+    first round_size items are the first round's, so NDCG@10 cannot see the later rounds;
+    the authors select on HR@50)."""
+
+    @model_validator(mode="after")
+    def _full_softmax(self) -> AdaRetrievalConfig:
+        if self.loss != "ce":
+            raise ValueError(f"ada_retrieval trains each round with the full softmax: loss "
+                             f"must be \"ce\", not \"{self.loss}\"")
+        return self

@@ -149,11 +149,17 @@ class TransformerSequenceEncoder(nn.Module):
         return torch.zeros(pad_keys.shape, device=tokens.device).masked_fill(
             pad_keys, float("-inf"))  # (B, 1, 1, L)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L) tokens -> (B, L, D) hidden states."""
+    def embed_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., L) tokens -> (..., L, D) item inputs, before positions are added."""
+        return self.item_embedding(tokens) * self.embedding_scale
+
+    def forward(self, tokens: torch.Tensor,
+                item_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) tokens -> (B, L, D) hidden states. ``item_inputs`` (B, L, D) replaces
+        :meth:`embed_items` of the tokens (Ada-Retrieval's adapted item inputs)."""
         pad = tokens == PAD  # (B, L)
-        x = self.item_embedding(tokens) * self.embedding_scale + self.position_embedding(
-            self.positions(tokens, self.max_len))  # (B, L, D)
+        items = self.embed_items(tokens) if item_inputs is None else item_inputs
+        x = items + self.position_embedding(self.positions(tokens, self.max_len))  # (B, L, D)
         keep = (~pad).unsqueeze(-1)  # (B, L, 1)
         x = fast_dropout(self.embedding_norm(x), self.dropout, self.training) * keep
         bias = self.attention_bias(tokens)
@@ -186,9 +192,16 @@ class GRUSequenceEncoder(nn.Module):
         with torch.no_grad():
             self.item_embedding.weight[PAD].zero_()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, L) right-padded tokens -> (B, L, D); pads come after, so they never leak back."""
-        x = self.dropout(self.item_embedding(tokens))  # (B, L, D)
+    def embed_items(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., L) tokens -> (..., L, D) item inputs."""
+        return self.item_embedding(tokens)
+
+    def forward(self, tokens: torch.Tensor,
+                item_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) right-padded tokens -> (B, L, D); pads come after, so they never leak back.
+        ``item_inputs`` (B, L, D) replaces the item embeddings of the tokens."""
+        x = self.dropout(self.embed_items(tokens) if item_inputs is None
+                         else item_inputs)  # (B, L, D)
         output, _ = self.gru(x)  # (B, L, D)
         return self.final_norm(output)
 

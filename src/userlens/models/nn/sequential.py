@@ -195,8 +195,10 @@ class SequentialRecommender(Recommender):
         return users, target
 
     def _validator(self, train_events: Interactions, valid: Interactions,
-                   seed: int) -> Callable[[], float]:
-        """NDCG@10 of each validation item, ranked from the user's train history."""
+                   seed: int, k: int | None = None) -> Callable[[], float]:
+        """NDCG@k (``valid_k`` unless given) of each validation item, ranked from the
+        user's train history."""
+        k = k or self.config.valid_k
         users, target = self._validation_users(train_events, valid, seed)
         rank, world_size = world()
         mine = users[rank::world_size]
@@ -215,11 +217,11 @@ class SequentialRecommender(Recommender):
                                scores.device)] = float("-inf")
                 targets = torch.from_numpy(target[mine[start:start + len(part)]]).to(
                     scores.device)
-                ranks = target_ranks(scores, targets, 10).double()  # (B,)
-                # an excluded target is never a hit (in catalogues under 10 items it would
-                # otherwise rank among the -inf rows' "top 10")
+                ranks = target_ranks(scores, targets, k).double()  # (B,)
+                # an excluded target is never a hit (in catalogues under k items it would
+                # otherwise rank among the -inf rows' "top k")
                 ranked = scores.gather(1, targets.view(-1, 1)).view(-1) > float("-inf")
-                total += float(torch.where((ranks < 10) & ranked, 1.0 / torch.log2(ranks + 2),
+                total += float(torch.where((ranks < k) & ranked, 1.0 / torch.log2(ranks + 2),
                                            0.0).sum())
             total, count = all_reduce_sum([total, float(len(mine))], self.device_)
             return total / max(count, 1.0)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from userlens.models.sequential_config import TrainingConfig
+from userlens.models.sequential_config import TrainingConfig, valid_key
 
 logger = logging.getLogger(__name__)
 
@@ -38,10 +38,11 @@ class TrainingHistory:
     best_ndcg: float = -math.inf
     stopped: str = ""
     seconds: float = 0.0
+    valid_k: int = 10
 
     def to_dict(self) -> dict:
         return {"epochs": self.epochs, "best_epoch": self.best_epoch,
-                "best_valid_ndcg@10": self.best_ndcg, "stopped": self.stopped,
+                f"best_{valid_key(self.valid_k)}": self.best_ndcg, "stopped": self.stopped,
                 "seconds": self.seconds}
 
 
@@ -110,7 +111,8 @@ def train(
     optimizer = torch.optim.AdamW(module.parameters(), lr=c.learning_rate,
                                   weight_decay=c.weight_decay)
     lengths = np.array([len(s) for s in sequences])
-    history = TrainingHistory()
+    history = TrainingHistory(valid_k=c.valid_k)
+    key = valid_key(c.valid_k)
     best_state = copy.deepcopy(module.state_dict())
     bad_rounds = 0
     started = time.perf_counter()
@@ -148,9 +150,9 @@ def train(
                   "elapsed": time.perf_counter() - started}
         if validate is not None and (epoch % c.eval_every == 0 or epoch == c.max_epochs):
             model.eval()
-            record["valid_ndcg@10"] = validate()
-            if record["valid_ndcg@10"] > history.best_ndcg:
-                history.best_ndcg, history.best_epoch = record["valid_ndcg@10"], epoch
+            record[key] = validate()
+            if record[key] > history.best_ndcg:
+                history.best_ndcg, history.best_epoch = record[key], epoch
                 best_state = copy.deepcopy(module.state_dict())
                 bad_rounds = 0
             else:
@@ -162,8 +164,8 @@ def train(
         if on_epoch is not None and rank == 0:
             on_epoch(record)
         if bad_rounds >= c.patience:
-            history.stopped = (f"early stopping: no better validation NDCG@10 in {c.patience} "
-                               "checks")
+            history.stopped = (f"early stopping: no better validation NDCG@{c.valid_k} in "
+                               f"{c.patience} checks")
             break
         if c.time_limit_seconds is not None \
                 and time.perf_counter() - started > c.time_limit_seconds:

@@ -307,6 +307,10 @@ class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
     adapt_samples: int = Field(default=1, gt=0)
     """Second stage: training prefixes drawn per user and epoch (a random target position
     each; every round needs its own forward pass, so a pass per prefix)."""
+    backbone_from: str | None = None
+    """A saved backbone (a ``sasrec`` or ``gru4rec`` model directory, e.g. an artefact's
+    ``runs/NAME/sasrec``) trained on the same training split with the same architecture: the
+    first stage is then loaded instead of trained (the authors' two-step workflow)."""
     adapt_valid_k: int = Field(default=50, gt=0)
     """Second stage: the epoch is selected on validation NDCG at this cutoff (the list's
     first round_size items are the first round's, so NDCG@10 cannot see the later rounds;

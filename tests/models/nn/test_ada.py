@@ -132,3 +132,28 @@ def test_bad_settings_are_refused_with_the_reason():
         AdaRetrievalConfig(loss="bce")
     with pytest.raises(ValueError, match="more than the 9 items"):
         create("ada_retrieval", {**TINY, "rounds": 5, "round_size": 2}).fit(cycle_walks())
+
+
+def test_a_saved_backbone_is_loaded_as_the_first_stage_after_checks(tmp_path):
+    events = cycle_walks()
+    params = {**TINY, "max_epochs": 5}
+    create("sasrec", params).fit(events, seed=0).save(tmp_path / "sasrec")
+    ada = create("ada_retrieval", {**params, "rounds": 2, "round_size": 3,
+                                   "adapt_max_epochs": 1, "adapt_learning_rate": 1e-12,
+                                   "backbone_from": str(tmp_path / "sasrec")}).fit(events)
+    assert ada.training_log()["backbone"]["loaded_from"] == str(tmp_path / "sasrec")
+    reloaded = create("sasrec", params).load(tmp_path / "sasrec")
+    for name, value in reloaded.module_.state_dict().items():  # lr 1e-12: nothing moved
+        torch.testing.assert_close(ada.module_.backbone.state_dict()[name], value)
+    with pytest.raises(ValueError, match="another architecture .*dim 16 != 8"):
+        create("ada_retrieval", {**params, "dim": 8, "rounds": 2, "round_size": 3,
+                                 "backbone_from": str(tmp_path / "sasrec")}).fit(events)
+    with pytest.raises(ValueError, match="'sasrec' model; this ada_retrieval runs backbone "
+                                         "'gru4rec'"):
+        create("ada_retrieval", {**params, "backbone": "gru4rec", "rounds": 2,
+                                 "round_size": 3,
+                                 "backbone_from": str(tmp_path / "sasrec")}).fit(events)
+    with pytest.raises(ValueError, match="other training events"):
+        create("ada_retrieval", {**params, "rounds": 2, "round_size": 3,
+                                 "backbone_from": str(tmp_path / "sasrec")}).fit(
+            cycle_walks(seed=1))

@@ -26,6 +26,8 @@ protocol excludes them (the authors' code masked them only in evaluation).
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Self
 
 import numpy as np
@@ -41,7 +43,7 @@ from userlens.models.nn.modules import (
     TransformerSequenceEncoder,
     fast_dropout,
 )
-from userlens.models.nn.sequential import SequentialRecommender
+from userlens.models.nn.sequential import SequentialRecommender, resolve_device
 from userlens.models.nn.trainer import pad_right, train
 from userlens.models.sequential_config import AdaRetrievalConfig
 
@@ -222,20 +224,27 @@ class AdaRetrieval(SequentialRecommender):
                              f"than the {train_events.n_items} items of the catalogue")
         self.adapting_ = False
         callback = self._epoch_callback
-        self._epoch_callback = None if callback is None else (
-            lambda record: callback({**record, "stage": "backbone"}))
-        try:
-            super().fit(train_events, valid=valid, seed=seed)  # stage 1: the backbone alone
-        finally:
-            self._epoch_callback = callback
-        backbone_log = self.training_
-        done = len(backbone_log["epochs"])
-        self.adapting_ = True
+        if c.backbone_from is not None:
+            backbone_log = self._load_backbone(train_events, seed)
+        else:
+            self._epoch_callback = None if callback is None else (
+                lambda record: callback({**record, "stage": "backbone"}))
+            try:
+                super().fit(train_events, valid=valid, seed=seed)  # stage 1: backbone alone
+            finally:
+                self._epoch_callback = callback
+            backbone_log = self.training_
+        done = len(backbone_log.get("epochs", []))
         histories = train_events.histories()
         sequences = [s for s in (self._training_sequences(
             histories.sequence(u).astype(np.int64) + 1) for u in range(len(histories)))
             if len(s) >= 2] * c.adapt_samples
         self.module_.match_input_scale()
+        self.adapting_ = False
+        if valid is not None and len(valid):  # the list a single vector retrieves
+            backbone_log[f"valid_ndcg@{c.adapt_valid_k}"] = self._validator(
+                train_events, valid, seed, k=c.adapt_valid_k)()
+        self.adapting_ = True
         training = c.training().model_copy(update={
             "learning_rate": c.adapt_learning_rate or c.learning_rate,
             "max_epochs": c.adapt_max_epochs, "valid_k": c.adapt_valid_k})
@@ -246,10 +255,44 @@ class AdaRetrieval(SequentialRecommender):
                         on_epoch=None if callback is None else (
                             lambda record: callback({**record, "epoch": record["epoch"] + done,
                                                      "stage": "adapt"})))
-        self.training_ = {**history.to_dict(), "seconds": backbone_log["seconds"]
-                          + history.seconds, "adapt_seconds": history.seconds,
+        self.training_ = {**history.to_dict(), "seconds": backbone_log.get(
+                          "seconds", 0.0) + history.seconds, "adapt_seconds": history.seconds,
                           "backbone": backbone_log}
         return self
+
+    _ARCHITECTURE = ("dim", "max_len", "n_blocks", "n_heads", "ff_mult", "layout",
+                     "activation", "scale_embeddings", "positions", "n_layers")
+
+    def _load_backbone(self, train_events: Interactions, seed: int) -> dict:
+        """Stage 1 from a saved backbone: checked to be this backbone, shaped like this
+        config, and trained on these training events (its item counts are theirs)."""
+        from userlens.models.registry import load_model
+
+        c = self.config
+        path = Path(c.backbone_from)
+        if not (path / "model.json").exists() and (path / "model" / "model.json").exists():
+            path = path / "model"
+        saved = load_model(path)
+        if saved.name != c.backbone:
+            raise ValueError(f"backbone_from {path}: holds a '{saved.name}' model; this "
+                             f"ada_retrieval runs backbone '{c.backbone}'")
+        differ = [f"{name} {getattr(saved.config, name)} != {getattr(c, name)}"
+                  for name in self._ARCHITECTURE
+                  if name in type(saved.config).model_fields
+                  and getattr(saved.config, name) != getattr(c, name)]
+        if differ:
+            raise ValueError(f"backbone_from {path}: another architecture ({'; '.join(differ)})")
+        if saved.n_items_ != train_events.n_items or not np.array_equal(
+                saved.popularity_, train_events.item_counts().astype(np.float32)):
+            raise ValueError(f"backbone_from {path}: trained on other training events (its "
+                             "item counts differ from this split's); train it on this split")
+        torch.set_num_threads(c.threads or os.cpu_count() or 1)
+        torch.manual_seed(seed)
+        self._fit_popularity(train_events)
+        self.device_ = resolve_device(c.device)
+        self.module_ = self._make_module(train_events.n_items).to(self.device_)
+        self.module_.backbone.load_state_dict(saved.module_.state_dict())
+        return {**(saved.training_log() or {}), "loaded_from": str(path)}
 
     def _adapt_loss(self, model: nn.Module, batch: list[np.ndarray],
                     generator: torch.Generator, weights: torch.Tensor | None

@@ -300,6 +300,10 @@ class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
     """Items each round adds to the list (the list holds rounds x round_size)."""
     round_weight: float = Field(default=0.3, ge=0)
     """λ: round t's loss is weighted λ^t (the authors' "lambda")."""
+    mask_selected: bool = False
+    """Round t's softmax leaves out the items earlier rounds selected (a prefix whose target
+    is already listed adds nothing to it): the round is trained for what it adds to the
+    list. False: every round's softmax is over all items (the authors' loss)."""
     adapt_max_epochs: int = Field(default=50, gt=0)
     """Second stage: epochs of training with the adapters, from the trained backbone."""
     adapt_learning_rate: float | None = Field(default=None, gt=0)

@@ -157,3 +157,34 @@ def test_a_saved_backbone_is_loaded_as_the_first_stage_after_checks(tmp_path):
         create("ada_retrieval", {**params, "rounds": 2, "round_size": 3,
                                  "backbone_from": str(tmp_path / "sasrec")}).fit(
             cycle_walks(seed=1))
+
+
+@pytest.mark.parametrize("mask_selected", [False, True])
+def test_the_round_losses_match_their_formula(monkeypatch, mask_selected):
+    model = AdaRetrieval(AdaRetrievalConfig(**{**ADA_TINY, "rounds": 3, "round_size": 2,
+                                               "round_weight": 0.5,
+                                               "mask_selected": mask_selected}))
+    model.device_, model.n_items_ = torch.device("cpu"), 5
+    logits = [torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5], [0.0, 3.0, 1.0, 0.0, 0.0]]),
+              torch.tensor([[1.0, 0.0, 2.0, 0.0, 1.0], [1.0, 1.0, 0.0, 2.0, 0.0]]),
+              torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 1.0, 0.0, 2.0]])]
+    selected = [torch.tensor([[0, 4], [1, 2]]), torch.tensor([[2, 1], [3, 0]])]
+    monkeypatch.setattr(model, "_rounds", lambda *args, **kwargs: (logits, selected))
+    # targets: sequence [t, x] -> prefix [t], target x; items are tokens - 1
+    batch = [np.array([1, 3]), np.array([2, 5])]  # targets: item 2 and item 4
+    loss = model._adapt_loss(None, batch, torch.Generator().manual_seed(0), None)
+
+    def ce(row, target, drop=()):
+        keep = [i for i in range(5) if i not in drop]
+        return -(row[target] - torch.logsumexp(row[keep], 0))
+
+    if not mask_selected:
+        expected = sum(0.5 ** t * (ce(logits[t][0], 2) + ce(logits[t][1], 4)) / 2
+                       for t in range(3))
+    else:
+        # round 1: row 0 leaves out {0, 4}, row 1 {1, 2}; round 2: row 0's target 2 is now
+        # listed (adds nothing), row 1 leaves out {1, 2, 3, 0}
+        expected = ((ce(logits[0][0], 2) + ce(logits[0][1], 4)) / 2
+                    + 0.5 * (ce(logits[1][0], 2, (0, 4)) + ce(logits[1][1], 4, (1, 2))) / 2
+                    + 0.25 * ce(logits[2][1], 4, (0, 1, 2, 3)) / 2)
+    torch.testing.assert_close(loss, expected)

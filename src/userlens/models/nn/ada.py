@@ -306,10 +306,24 @@ class AdaRetrieval(SequentialRecommender):
         targets = torch.tensor([s[p] - 1 for s, p in zip(batch, cut.tolist(), strict=True)],
                                device=self.device_)
         tokens = torch.from_numpy(pad_right(prefixes)).to(self.device_)
-        logits, _ = self._rounds(model, tokens, self._seen_mask(tokens, self.n_items_),
-                                 select_last=False)
-        return sum(self.config.round_weight ** step * F.cross_entropy(round_logits, targets)
-                   for step, round_logits in enumerate(logits))
+        logits, selected = self._rounds(model, tokens, self._seen_mask(tokens, self.n_items_),
+                                        select_last=False)
+        loss = F.cross_entropy(logits[0], targets)
+        listed = torch.zeros_like(logits[0], dtype=torch.bool)
+        rows = torch.arange(len(targets), device=targets.device)
+        for step in range(1, len(logits)):
+            round_logits = logits[step]
+            if self.config.mask_selected:
+                listed[rows[:, None], selected[step - 1]] = True
+                open_rows = ~listed[rows, targets]  # the target is not listed yet
+                losses = F.cross_entropy(round_logits.masked_fill(listed, float("-inf")),
+                                         torch.where(open_rows, targets, (~listed).float().argmax(dim=1)),
+                                         reduction="none")  # an unlisted stand-in if listed
+                round_loss = torch.where(open_rows, losses, 0.0).sum() / len(targets)
+            else:
+                round_loss = F.cross_entropy(round_logits, targets)
+            loss = loss + self.config.round_weight ** step * round_loss
+        return loss
 
     # ------------------------------------------------------------------ scoring
 

@@ -116,7 +116,8 @@ def test_the_second_stage_selects_on_its_own_cutoff_and_reports_both_stages():
                                      n_items=events.n_items)
     records = []
     model = create("ada_retrieval", {**TINY, "rounds": 2, "round_size": 5, "max_epochs": 3,
-                                     "adapt_max_epochs": 2, "adapt_valid_k": 5})
+                                     "adapt_max_epochs": 2, "adapt_valid_k": 5,
+                                     "mask_selected": True})
     model.set_epoch_callback(records.append)
     model.fit(train_events, valid=valid, seed=0)
     assert [r["stage"] for r in records] == ["backbone"] * 3 + ["adapt"] * 2
@@ -168,6 +169,7 @@ def test_the_round_losses_match_their_formula(monkeypatch, mask_selected):
     logits = [torch.tensor([[2.0, 1.0, 0.0, -1.0, 0.5], [0.0, 3.0, 1.0, 0.0, 0.0]]),
               torch.tensor([[1.0, 0.0, 2.0, 0.0, 1.0], [1.0, 1.0, 0.0, 2.0, 0.0]]),
               torch.tensor([[0.0, 1.0, 0.0, 3.0, 0.0], [0.0, 0.0, 1.0, 0.0, 2.0]])]
+    logits = [row.requires_grad_() for row in logits]
     selected = [torch.tensor([[0, 4], [1, 2]]), torch.tensor([[2, 1], [3, 0]])]
     monkeypatch.setattr(model, "_rounds", lambda *args, **kwargs: (logits, selected))
     # targets: sequence [t, x] -> prefix [t], target x; items are tokens - 1
@@ -188,3 +190,5 @@ def test_the_round_losses_match_their_formula(monkeypatch, mask_selected):
                     + 0.5 * (ce(logits[1][0], 2, (0, 4)) + ce(logits[1][1], 4, (1, 2))) / 2
                     + 0.25 * ce(logits[2][1], 4, (0, 1, 2, 3)) / 2)
     torch.testing.assert_close(loss, expected)
+    loss.backward()  # the masks are not changed in place under autograd
+    assert all(torch.isfinite(row.grad).all() for row in logits)

@@ -314,7 +314,8 @@ class AdaRetrieval(SequentialRecommender):
         for step in range(1, len(logits)):
             round_logits = logits[step]
             if self.config.mask_selected:
-                listed[rows[:, None], selected[step - 1]] = True
+                listed = listed.scatter(1, selected[step - 1], True)  # new tensor: the
+                # previous mask is saved for the backward pass
                 open_rows = ~listed[rows, targets]  # the target is not listed yet
                 losses = F.cross_entropy(round_logits.masked_fill(listed, float("-inf")),
                                          torch.where(open_rows, targets, (~listed).float().argmax(dim=1)),

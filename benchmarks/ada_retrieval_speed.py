@@ -25,11 +25,10 @@ import numpy as np
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
 from userlens.models import create
+from userlens.models.registry import config_class
 from userlens.pipeline import load_data, make_split
 
 ROOT = Path(__file__).resolve().parents[1]
-ADA_ONLY = {"backbone", "rounds", "round_size", "round_weight", "adapt_max_epochs",
-            "adapt_learning_rate", "adapt_samples", "adapt_valid_k"}
 
 
 def _scoring_seconds(model, histories, repeats: int) -> float:
@@ -60,9 +59,9 @@ def main() -> None:
         params = {**entry.params, "threads": 1, "max_epochs": args.epochs,
                   "adapt_max_epochs": args.epochs}
         backbone = params.get("backbone", "sasrec")
-        alone_params = {k: v for k, v in params.items() if k not in ADA_ONLY}
-        if backbone == "sasrec":
-            alone_params.pop("n_layers", None)
+        fields = config_class(backbone).model_fields  # the backbone's own settings
+        alone_params = {k: v for k, v in params.items() if k in fields}
+        params.pop("backbone_from", None)  # both stages are timed
         alone = create(backbone, alone_params).fit(split.train, seed=config.seed)
         ada = create("ada_retrieval", params).fit(split.train, seed=config.seed)
         backbone_epochs = [e["seconds"] for e in alone.training_log()["epochs"]]

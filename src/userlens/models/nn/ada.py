@@ -317,9 +317,10 @@ class AdaRetrieval(SequentialRecommender):
                 listed = listed.scatter(1, selected[step - 1], True)  # new tensor: the
                 # previous mask is saved for the backward pass
                 open_rows = ~listed[rows, targets]  # the target is not listed yet
+                stand_in = (~listed).float().argmax(dim=1)  # an unlisted item, if listed
                 losses = F.cross_entropy(round_logits.masked_fill(listed, float("-inf")),
-                                         torch.where(open_rows, targets, (~listed).float().argmax(dim=1)),
-                                         reduction="none")  # an unlisted stand-in if listed
+                                         torch.where(open_rows, targets, stand_in),
+                                         reduction="none")
                 round_loss = torch.where(open_rows, losses, 0.0).sum() / len(targets)
             else:
                 round_loss = F.cross_entropy(round_logits, targets)
@@ -331,27 +332,19 @@ class AdaRetrieval(SequentialRecommender):
     def _device_scores(self, histories: Histories) -> torch.Tensor:
         if not self.adapting_:
             return super()._device_scores(histories)  # stage 1 validates the backbone alone
-        lengths = histories.lengths()
         scores = torch.zeros((len(histories), self.n_items_), device=self.device_)
-        rows = np.flatnonzero(lengths > 0)
-        rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
         module = self.module_
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            for start in range(0, len(rows), self.config.inference_batch_size):
-                chunk = rows[start:start + self.config.inference_batch_size]
-                tokens = torch.from_numpy(pad_right([self._inference_tokens(
-                    histories.sequence(r).astype(np.int64) + 1) for r in chunk])).to(
-                    self.device_)
+            for chunk, tokens in self._inference_chunks(histories):
                 seen = None
                 if self.config.valid_repeats == "exclude":  # the whole history, not the window
                     seen = self._seen_mask(torch.from_numpy(pad_right([
-                        histories.sequence(r).astype(np.int64) + 1 for r in chunk])).to(
-                        self.device_), self.n_items_)
+                        histories.sequence(r).astype(np.int64) + 1
+                        for r in chunk.tolist()])).to(self.device_), self.n_items_)
                 logits, selected = self._rounds(module, tokens, seen, select_last=True)
-                scores[torch.from_numpy(chunk).to(self.device_)] = self._list_scores(
-                    logits[-1], selected)
+                scores[chunk] = self._list_scores(logits[-1], selected)
         module.train(was_training)
         return scores
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Self
 
 import numpy as np
@@ -244,25 +244,31 @@ class SequentialRecommender(Recommender):
     def _user_hidden(self, histories: Histories) -> torch.Tensor:
         """(B, *vector_shape) float32 user vectors on the model's device (zeros for empty
         histories)."""
-        lengths = histories.lengths()
         out = torch.zeros((len(histories), *self._vector_shape()), device=self.device_)
-        rows = np.flatnonzero(lengths > 0)
-        rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
-        step = self.config.inference_batch_size
         module = self.module_
         was_training = module.training
         module.eval()
         with torch.inference_mode():
-            for start in range(0, len(rows), step):
-                chunk = rows[start:start + step]
-                tokens = pad_right([self._inference_tokens(
-                    histories.sequence(r).astype(np.int64) + 1) for r in chunk])
-                tokens_t = torch.from_numpy(tokens).to(self.device_)
-                last = torch.from_numpy((tokens != PAD).sum(axis=1) - 1).to(self.device_)
-                out[torch.from_numpy(chunk).to(self.device_)] = self._read_out(
-                    module, tokens_t, last).float()
+            for chunk, tokens in self._inference_chunks(histories):
+                last = (tokens != PAD).sum(dim=1) - 1
+                out[chunk] = self._read_out(module, tokens, last).float()
         module.train(was_training)
         return out
+
+    def _inference_chunks(self, histories: Histories
+                          ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(rows, right-padded (b, L) window tokens) on the model's device, for the rows
+        with a history, shortest windows first, ``inference_batch_size`` rows at a time."""
+        lengths = histories.lengths()
+        rows = np.flatnonzero(lengths > 0)
+        rows = rows[np.argsort(np.minimum(lengths[rows], self.config.max_len), kind="stable")]
+        step = self.config.inference_batch_size
+        for start in range(0, len(rows), step):
+            chunk = rows[start:start + step]
+            tokens = pad_right([self._inference_tokens(
+                histories.sequence(r).astype(np.int64) + 1) for r in chunk])
+            yield (torch.from_numpy(chunk).to(self.device_),
+                   torch.from_numpy(tokens).to(self.device_))
 
     def item_embeddings(self) -> np.ndarray:
         with torch.no_grad():

@@ -23,6 +23,7 @@ from userlens.models.sequential_config import (
     GRU4RecConfig,
     ICLRecConfig,
     ICSRecConfig,
+    MQSATEDConfig,
     RepeatACTRConfig,
     SASRecConfig,
     TextSASRecConfig,
@@ -89,6 +90,12 @@ def _ada_retrieval() -> type[Recommender]:
     return AdaRetrieval
 
 
+def _mqsa_ted() -> type[Recommender]:
+    from userlens.models.nn.mqsa import MQSATED
+
+    return MQSATED
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -103,6 +110,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "desmil": (DESMILConfig, _desmil),
     "text_sasrec": (TextSASRecConfig, _text_sasrec),
     "ada_retrieval": (AdaRetrievalConfig, _ada_retrieval),
+    "mqsa_ted": (MQSATEDConfig, _mqsa_ted),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

@@ -326,3 +326,24 @@ class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
             raise ValueError(f"ada_retrieval trains each round with the full softmax: loss "
                              f"must be \"ce\", not \"{self.loss}\"")
         return self
+
+
+class MQSATEDConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """MQSA-TED (Zhu et al., WSDM 2024): SASRec with a second, long-query self-attention
+    stack (queries = the mean of the last ``query_window`` inputs) mixed in by ``alpha``, and
+    the item embeddings distilled towards the training sequences' global item-to-item
+    transitions. Defaults: the authors' Beauty settings (L = 3, α = 0.5, λ = 0.1, τ = 0.1)."""
+
+    layout: Literal["sasrec"] = "sasrec"
+    """Both stacks use SASRec's block layout (the long queries replace its normed input)."""
+    query_window: int = Field(default=3, ge=1)
+    """L: each long query averages its position and the L - 1 before it (1 = SASRec's)."""
+    alpha: float = Field(default=0.5, ge=0, le=1)
+    """Weight of the short-query stack; 1 - alpha goes to the long-query stack."""
+    distill_weight: float = Field(default=0.1, ge=0)
+    """λ of the transition distillation loss (0 = MQSA alone)."""
+    distill_temperature: float = Field(default=0.1, gt=0)
+    """τ of the teacher and student softmaxes."""
+    transition_span: int = Field(default=1, ge=1)
+    """Transitions counted: item n followed by item n + s for s = 1..span (the authors'
+    time_span, 1 by default)."""

@@ -253,3 +253,34 @@ def max_interest_cross_entropy(interests: torch.Tensor, targets: torch.Tensor,
                          weights, use_reentrant=False)
               for start in range(0, len(targets), chunk)]
     return _weighted_mean(torch.cat(values), sample_weight)
+
+
+def transition_distillation(heads: torch.Tensor, items: torch.Tensor,
+                            strengths: torch.Tensor, temperature: float) -> torch.Tensor:
+    """MQSA-TED's transition-aware embedding distillation (Zhu et al., WSDM 2024): the
+    cross-entropy from the teacher softmax(t_i / τ) of each head item's global transition
+    strengths t_i (n_items,) (its counts of being followed by each item, divided by the
+    row's largest) to the student softmax(h_i E^T / τ), averaged over the N heads.
+
+    Args:
+        heads: (N, D) input vectors h_i of the head items (dropout applied by the caller).
+        items: (n_items, D) item embeddings E.
+        strengths: (N, n_items) sparse t_i, values in (0, 1]; a row without transitions is
+            the uniform teacher.
+        temperature: τ of both softmaxes.
+
+    With p = softmax(t / τ), Σ_j p_j z_j = h · (p E) / τ, and since t is sparse,
+    p E = (Σ_j E_j + Σ_j (exp(t_j / τ) - 1) E_j) / Z with Z = n_items + Σ_j (exp(t_j / τ) - 1):
+    the teacher is never made dense.
+    """
+    strengths = strengths.coalesce()
+    excess = torch.sparse_coo_tensor(strengths.indices(),  # exp(t / τ) - 1 on the nonzeros
+                                     torch.expm1(strengths.values() / temperature),
+                                     strengths.shape, check_invariants=False)
+    items = items.to(heads.dtype)
+    partition = items.shape[0] + torch.sparse.sum(excess, dim=1).to_dense()  # (N,)
+    teacher_mean = (items.sum(dim=0) + torch.sparse.mm(excess.to(heads.dtype), items)
+                    ) / partition.unsqueeze(1).to(heads.dtype)  # (N, D) = p E
+    logits = heads @ items.T / temperature  # (N, n_items)
+    expected = (heads * teacher_mean).sum(dim=1) / temperature  # Σ_j p_j z_j
+    return (torch.logsumexp(logits, dim=1) - expected).mean()

@@ -64,12 +64,18 @@ class TransformerBlock(nn.Module):
         self.ff_out = nn.Linear(ff_dim, dim)
         self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
 
-    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor) -> torch.Tensor:
-        """(B, L, D) -> (B, L, D); ``attention_bias`` is (B or 1, 1, L, L) with -inf = masked."""
+    def forward(self, x: torch.Tensor, attention_bias: torch.Tensor,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, D) -> (B, L, D); ``attention_bias`` is (B or 1, 1, L, L) with -inf = masked.
+
+        ``query`` (B, L, D), "sasrec" layout only: the queries (and the residual) come from
+        LN(query) instead of LN(x), keys and values from x (MQSA's long-query attention)."""
         batch, length, dim = x.shape
         heads, head_dim = self.n_heads, dim // self.n_heads
         post_norm = self.layout == "post_norm"
-        normed = x if post_norm else self.attention_norm(x)  # (B, L, D)
+        if query is not None and self.layout != "sasrec":
+            raise ValueError(f"separate queries need the 'sasrec' layout, not {self.layout!r}")
+        normed = x if post_norm else self.attention_norm(x if query is None else query)
         if self.layout == "sasrec":
             w_q, w_kv = self.qkv.weight.split([dim, 2 * dim])
             b_q, b_kv = self.qkv.bias.split([dim, 2 * dim])
@@ -207,3 +213,69 @@ class GRUSequenceEncoder(nn.Module):
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight[1:self.n_items + 1]
+
+
+def causal_window_mean(x: torch.Tensor, real: torch.Tensor, window: int) -> torch.Tensor:
+    """(B, L, D) -> (B, L, D): at each position the mean of the real rows among it and the
+    ``window - 1`` before it (``real`` (B, L, 1) is 1 on real tokens, 0 on pads; a pad row
+    is 0). Window 1 is x itself on real rows."""
+    total = torch.cumsum(x * real, dim=1)  # (B, L, D)
+    count = torch.cumsum(real, dim=1)  # (B, L, 1)
+    if window < x.shape[1]:
+        total = total - F.pad(total, (0, 0, window, 0))[:, :x.shape[1]]
+        count = count - F.pad(count, (0, 0, window, 0))[:, :x.shape[1]]
+    return total / count.clamp(min=1.0) * real
+
+
+class MultiQueryEncoder(TransformerSequenceEncoder):
+    """MQSA (Zhu et al., WSDM 2024): two causal self-attention stacks over the same item and
+    position embeddings. The short-query stack is SASRec's (each position queries with its
+    own item); in the long-query stack every block's query at a position is the mean of its
+    input at that position and the ``query_window - 1`` before it, which mixes in the
+    collaborative signal of the latest few items. The output is
+    ``alpha * short + (1 - alpha) * long``: scores stay one dot product with the tied item
+    embeddings (which is the paper's weighted sum of the two stacks' logits)."""
+
+    def __init__(self, n_items: int, dim: int, n_blocks: int, n_heads: int, max_len: int,
+                 dropout: float, query_window: int, alpha: float, ff_mult: int = 1,
+                 activation: str = "relu", init_std: float = 0.02,
+                 scale_embeddings: bool = True, positions: str = "from_end",
+                 attention_init: str = "normal") -> None:
+        super().__init__(n_items, dim, n_blocks, n_heads, max_len, dropout, causal=True,
+                         ff_mult=ff_mult, activation=activation, layout="sasrec",
+                         init_std=init_std, scale_embeddings=scale_embeddings,
+                         positions=positions, attention_init=attention_init)
+        self.query_window, self.alpha = query_window, alpha
+        self.long_blocks = nn.ModuleList([
+            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, "sasrec")
+            for _ in range(n_blocks)])
+        self.long_norm = nn.LayerNorm(dim)
+        for module in self.long_blocks.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=init_std)
+                nn.init.zeros_(module.bias)
+        if attention_init == "xavier":
+            for block in self.long_blocks:
+                nn.init.xavier_uniform_(block.qkv.weight)
+
+    def streams(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) tokens -> the (B, L, D) short- and long-query outputs."""
+        pad = tokens == PAD
+        x = self.embed_items(tokens) + self.position_embedding(
+            self.positions(tokens, self.max_len))
+        keep = (~pad).unsqueeze(-1).to(x.dtype)  # (B, L, 1)
+        x = fast_dropout(x, self.dropout, self.training) * keep  # shared by both stacks
+        bias = self.attention_bias(tokens)
+        short, long = x, x
+        for block in self.blocks:
+            short = block(short, bias) * keep
+        for block in self.long_blocks:
+            long = block(long, bias, causal_window_mean(long, keep, self.query_window)) * keep
+        return self.final_norm(short), self.long_norm(long)
+
+    def forward(self, tokens: torch.Tensor,
+                item_inputs: torch.Tensor | None = None) -> torch.Tensor:
+        if item_inputs is not None:
+            raise ValueError("MultiQueryEncoder takes tokens only")
+        short, long = self.streams(tokens)
+        return self.alpha * short + (1.0 - self.alpha) * long

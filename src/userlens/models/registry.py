@@ -24,6 +24,7 @@ from userlens.models.sequential_config import (
     ICLRecConfig,
     ICSRecConfig,
     MQSATEDConfig,
+    PISAConfig,
     RepeatACTRConfig,
     SASRecConfig,
     TextSASRecConfig,
@@ -96,6 +97,12 @@ def _mqsa_ted() -> type[Recommender]:
     return MQSATED
 
 
+def _pisa() -> type[Recommender]:
+    from userlens.models.nn.pisa import PISA
+
+    return PISA
+
+
 _CLASSIC: dict[str, type[Recommender]] = {
     model.name: model for model in (MostPopular, ItemKNN, EASE, ALS, BPR, RepeatRecent,
                                      RepeatFrequent, ACTR)}
@@ -111,6 +118,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "text_sasrec": (TextSASRecConfig, _text_sasrec),
     "ada_retrieval": (AdaRetrievalConfig, _ada_retrieval),
     "mqsa_ted": (MQSATEDConfig, _mqsa_ted),
+    "pisa": (PISAConfig, _pisa),
 }
 MODEL_NAMES: tuple[str, ...] = (*_CLASSIC, *_TORCH)
 

@@ -347,3 +347,21 @@ class MQSATEDConfig(SASRecConfig, frozen=True, extra="forbid"):
     transition_span: int = Field(default=1, ge=1)
     """Transitions counted: item n followed by item n + s for s = 1..span (the authors'
     time_span, 1 by default)."""
+
+
+class PISAConfig(SASRecConfig, frozen=True, extra="forbid"):
+    """PISA (Tran et al., RecSys 2024) at the level of single events: SASRec's state fused
+    with a long-term vector that attends over the user's own items with ACT-R activations
+    (base-level learning + partial matching) as attention weights."""
+
+    initial_decay: float = Field(default=0.5, gt=0)
+    """Start of the learned base-level decay d (ACT-R's usual 0.5)."""
+    partial_matching: bool = True
+    """Add ACT-R's partial matching (similarity of each remembered item to the current
+    one) to the activation; False: base-level learning alone."""
+    long_weight: float = Field(default=0.5, ge=0)
+    """Start of the long-term vector's learned extra share of the user vector (the
+    authors' fixed lbda_ls)."""
+    skip: bool = True
+    """Add the current item's embedding to the user vector (PISA's skip connection), with a
+    learned share starting at 1; False: none."""

@@ -271,7 +271,8 @@ def transition_distillation(heads: torch.Tensor, items: torch.Tensor,
 
     With p = softmax(t / τ), Σ_j p_j z_j = h · (p E) / τ, and since t is sparse,
     p E = (Σ_j E_j + Σ_j (exp(t_j / τ) - 1) E_j) / Z with Z = n_items + Σ_j (exp(t_j / τ) - 1):
-    the teacher is never made dense.
+    the teacher is never made dense. The log-partition of the student, logsumexp_j z_j, is
+    the chunked cross-entropy towards item 0 plus z_0 (no (N, n_items) matrix is kept).
     """
     strengths = strengths.coalesce()
     excess = torch.sparse_coo_tensor(strengths.indices(),  # exp(t / τ) - 1 on the nonzeros
@@ -281,6 +282,7 @@ def transition_distillation(heads: torch.Tensor, items: torch.Tensor,
     partition = items.shape[0] + torch.sparse.sum(excess, dim=1).to_dense()  # (N,)
     teacher_mean = (items.sum(dim=0) + torch.sparse.mm(excess.to(heads.dtype), items)
                     ) / partition.unsqueeze(1).to(heads.dtype)  # (N, D) = p E
-    logits = heads @ items.T / temperature  # (N, n_items)
-    expected = (heads * teacher_mean).sum(dim=1) / temperature  # Σ_j p_j z_j
-    return (torch.logsumexp(logits, dim=1) - expected).mean()
+    scaled = heads / temperature  # (N, D): z = scaled @ E^T
+    first = torch.zeros(len(heads), dtype=torch.long, device=heads.device)
+    log_partition = full_cross_entropy(scaled, first, items)  # mean of lse(z) - z_0
+    return log_partition + (scaled * (items[0] - teacher_mean)).sum(dim=1).mean()

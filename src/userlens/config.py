@@ -306,12 +306,20 @@ class EstimatorConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docs
     item_identity: Literal["all", "seen"] = "all"
     """With "seen" only items in a training pair have an own embedding, the others are
     scored from their content alone (needs item_content); with "all" every item has one."""
+    identity_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Training only: each scored item (positive or negative) loses its own embedding with
+    this probability, so the content part alone learns to rank (DropoutNet's input dropout,
+    Volkovs et al., NeurIPS 2017); with item_identity = "seen" that is how never-seen items
+    are scored. Needs item_content."""
     threads: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _identity_needs_content(self) -> EstimatorConfig:
         if self.item_identity == "seen" and not self.item_content:
             raise ValueError('item_identity = "seen" scores unseen items from their content: '
+                             "it needs item_content = true")
+        if self.identity_dropout > 0 and not self.item_content:
+            raise ValueError("identity_dropout trains items to be scored from their content: "
                              "it needs item_content = true")
         return self
 

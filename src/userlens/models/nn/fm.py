@@ -61,10 +61,14 @@ class AttributeFM(nn.Module):
         with torch.no_grad():
             self.attribute.weight[n_attributes].zero_()
 
-    def item_vectors(self, items: torch.Tensor, bags: tuple[torch.Tensor, torch.Tensor] | None
-                     ) -> torch.Tensor:
-        """(B, D); ``bags``: the items' attributes as EmbeddingBag (flat, offsets)."""
-        vectors = self.item(items) * self.identity[items]
+    def item_vectors(self, items: torch.Tensor, bags: tuple[torch.Tensor, torch.Tensor] | None,
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D); ``bags``: the items' attributes as EmbeddingBag (flat, offsets);
+        ``keep`` (B,) 0/1 drops the own embedding of some (identity dropout, training)."""
+        identity = self.identity[items]
+        if keep is not None:
+            identity = identity * keep[:, None]
+        vectors = self.item(items) * identity
         if self.content is not None and bags is not None:
             vectors = vectors + self.content(*bags)
         return vectors
@@ -74,8 +78,9 @@ class AttributeFM(nn.Module):
         return self.user(users) + self.attribute(known).sum(1)  # (B, D)
 
     def item_score(self, query: torch.Tensor, items: torch.Tensor,
-                   bags: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-        return (query * self.item_vectors(items, bags)).sum(-1)  # (B,)
+                   bags: tuple[torch.Tensor, torch.Tensor] | None = None,
+                   keep: torch.Tensor | None = None) -> torch.Tensor:
+        return (query * self.item_vectors(items, bags, keep)).sum(-1)  # (B,)
 
     def attribute_score(self, query: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         return (query * self.attribute(attributes)).sum(-1)  # (B,)
@@ -93,6 +98,7 @@ class FMTraining:
     max_known: int = 8
     item_content: bool = True
     item_identity: str = "all"
+    identity_dropout: float = 0.0
     threads: int | None = None
 
 
@@ -164,12 +170,15 @@ class _Sampler:
 
 
 def _loss(model: AttributeFM, users, items, batch, attribute_weight: float,
-          item_attributes: sparse.csr_matrix) -> torch.Tensor:
+          item_attributes: sparse.csr_matrix, identity_dropout: float = 0.0,
+          generator: torch.Generator | None = None) -> torch.Tensor:
     def score(query, which):
-        bag = None
+        bag = keep = None
         if model.content is not None:
             bag = tuple(torch.from_numpy(a) for a in bags(item_attributes, which.numpy()))
-        return model.item_score(query, which, bag)
+        if identity_dropout > 0:  # every scored item, positive or negative, alike
+            keep = (torch.rand(len(which), generator=generator) >= identity_dropout).float()
+        return model.item_score(query, which, bag, keep)
 
     query = model.query(users, batch["known"])
     positive = score(query, items)
@@ -205,6 +214,10 @@ def train_fm(
         identity[train_pairs[:, 1]] = True
     elif config.item_identity != "all":
         raise ValueError(f"item_identity must be 'all' or 'seen', not {config.item_identity!r}")
+    if config.identity_dropout > 0 and not config.item_content:
+        raise ValueError("identity_dropout scores items from their content: it needs "
+                         "item_content")
+    generator = torch.Generator().manual_seed(seed)
     model = AttributeFM(n_users, n_items, n_attributes, config.dim, config.item_content,
                         identity)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
@@ -220,7 +233,8 @@ def train_fm(
             rows = train_pairs[order[start:start + config.batch_size]]
             batch = {k: torch.from_numpy(v) for k, v in sampler.sample(rows[:, 1], rng).items()}
             users, items = torch.from_numpy(rows[:, 0]), torch.from_numpy(rows[:, 1])
-            loss = _loss(model, users, items, batch, config.attribute_weight, item_attributes)
+            loss = _loss(model, users, items, batch, config.attribute_weight, item_attributes,
+                         config.identity_dropout, generator)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

@@ -74,6 +74,10 @@ def main() -> None:
                         help="dotted overrides, e.g. estimator.item_identity=seen")
     parser.add_argument("--pairs", type=int, default=3000, help="validation pairs played")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policies", default=None,
+                        help="comma-separated policies to play (default: the config's)")
+    parser.add_argument("--out", type=Path, default=None, help="default benchmarks/results/"
+                        "conversation_validation_<config>.json")
     args = parser.parse_args()
     raw = tomllib.loads(args.config.read_text())
     data = load_conversation_data(raw["data"].get("dataset"), raw["data"].get("path"),
@@ -101,7 +105,7 @@ def main() -> None:
                "rank_all_attributes": {"warm": float(np.nanmean(ranks[~cold])),
                                        "cold": float(np.nanmean(ranks[cold]))},
                "policies": {}}
-        for name in config.policies:
+        for name in args.policies.split(",") if args.policies else config.policies:
             policy = make_policy(name, n_attributes=data.n_attributes,
                                  max_turns=config.max_turns, training=config.training,
                                  seed=args.seed)
@@ -123,7 +127,8 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("variant", "estimator_valid",
                                               "rank_all_attributes", "seconds")}), flush=True)
-    out = ROOT / "benchmarks" / "results" / f"conversation_validation_{args.config.stem}.json"
+    out = args.out or (ROOT / "benchmarks" / "results" /
+                       f"conversation_validation_{args.config.stem}.json")
     out.write_text(json.dumps({"config": str(args.config), "pairs": len(sample),
                                "cold_share": float(cold.mean()), "rows": rows}, indent=1))
     print(f"wrote {out}")

@@ -24,6 +24,19 @@ def cycle_walks(n_users: int = 40, n_items: int = 9, length: int = 12,
     return Interactions.from_arrays(np.array(users), np.array(items), n_items=n_items)
 
 
+def periodic_reconsumption(n_users: int = 200, n_items: int = 30, length: int = 12,
+                           seed: int = 0) -> Interactions:
+    """Each user cycles through three own items (a b c a b c ...) drawn from ``n_items``:
+    the next item is always the one consumed three events ago, never the last one."""
+    rng = np.random.default_rng(seed)
+    users, items = [], []
+    for user in range(n_users):
+        own = rng.choice(n_items, 3, replace=False)
+        users += [user] * length
+        items += [int(own[step % 3]) for step in range(length)]
+    return Interactions.from_arrays(np.array(users), np.array(items), n_items=n_items)
+
+
 def two_groups_events() -> Interactions:
     """Users 0-9 like items 0-4, users 10-19 like items 5-9, each missing one item."""
     users, items = [], []

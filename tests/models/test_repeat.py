@@ -169,21 +169,13 @@ def test_repeat_term_matches_actr_by_hand():
 
 
 def test_repeat_actr_learns_a_planted_periodic_reconsumption():
+    from tests.models.contract import periodic_reconsumption
     from tests.models.nn.test_sequential import TINY
 
-    # each user cycles through three own items (a b c a b c ...) drawn from 30: the next
-    # item is always the one consumed three events ago, never the last one
-    rng = np.random.default_rng(0)
-    users, items = [], []
     # 200 users: with 60 the encoder memorised each user's sequence by position and, at the
     # test position (one step past its training window), outvoted the repeat term on a
     # seed-dependent 15-45 % of users; with 200 it cannot, and every seed tried gets 100 %
-    for user in range(200):
-        own = rng.choice(30, 3, replace=False)
-        users += [user] * 12
-        items += [int(own[step % 3]) for step in range(12)]
-    events = Interactions.from_arrays(np.array(users), np.array(items), n_items=30)
-    split = leave_one_out(events, validation=False)
+    split = leave_one_out(periodic_reconsumption(200), validation=False)
     histories = split.train.histories(split.test.user_idx)
     model = create("repeat_actr", {**TINY, "max_epochs": 40}).fit(split.train, seed=0)
     top = model.recommend(histories, k=1, exclude=False)[0][:, 0]

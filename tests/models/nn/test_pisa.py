@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.models.contract import ModelContract
+from tests.models.contract import ModelContract, periodic_reconsumption
 from tests.models.nn.test_sequential import TINY
 from userlens.data.interactions import Interactions
 from userlens.data.splits import leave_one_out
@@ -60,16 +60,7 @@ def test_attention_is_the_activation_softmax_over_remembered_items():
 
 
 def test_pisa_learns_a_planted_periodic_reconsumption():
-    # each user cycles through three own items (a b c a b c ...) drawn from 30: the next
-    # item is always the one consumed three events ago, never the last one
-    rng = np.random.default_rng(0)
-    users, items = [], []
-    for user in range(200):
-        own = rng.choice(30, 3, replace=False)
-        users += [user] * 12
-        items += [int(own[step % 3]) for step in range(12)]
-    events = Interactions.from_arrays(np.array(users), np.array(items), n_items=30)
-    split = leave_one_out(events, validation=False)
+    split = leave_one_out(periodic_reconsumption(), validation=False)
     histories = split.train.histories(split.test.user_idx)
     model = create("pisa", {**TINY, "max_epochs": 60, "learning_rate": 0.005}).fit(
         split.train, seed=0)

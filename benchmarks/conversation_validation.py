@@ -98,8 +98,9 @@ def main() -> None:
         conversations = Conversations.from_data(
             data, estimator, list_size=config.list_size,
             reflection_rate=config.reflection_rate,
-            drop_rejected_attributes=config.drop_rejected_attributes)
-        simulator = UserSimulator(data)
+            drop_rejected_attributes=config.drop_rejected_attributes,
+            exclude_history=config.exclude_history)
+        simulator = UserSimulator(data, ("train",))
         row = {"variant": variant or "(config)", "estimator_epochs": len(history),
                "estimator_valid": max(h["valid"] for h in history),
                "rank_all_attributes": {"warm": float(np.nanmean(ranks[~cold])),

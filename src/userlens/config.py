@@ -353,6 +353,12 @@ class ConversationConfig(BaseModel, frozen=True, extra="forbid", use_attribute_d
     drop_rejected_attributes: bool = False
     """Also drop the candidates carrying an attribute the user said no to. The papers do
     not; with a simulator that answers exactly it is a different (easier) protocol."""
+    exclude_history: bool = False
+    """Never list an item the user already has (their stored events; in ``userlens run``
+    their training pairs, and at test time their validation pairs too): a conversation
+    looks for something new. The published splits hold every (user, item) pair in one
+    split only, so a target is never among them; the papers do not say whether they
+    excluded them."""
     prior: ModelEntry | None = None
     """``[conversation.prior]``: a userlens model (name, params) fitted on the training
     pairs whose scores of the user's whole history are added to the estimator's item scores

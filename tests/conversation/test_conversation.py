@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from userlens.cli.main import app
 from userlens.config import ConfigError, validate_config
+from userlens.conversation.bundle import ConversationBundle
 from userlens.conversation.data import CRSDataError, load_crs
 from userlens.conversation.estimator import Estimator
 from userlens.conversation.policies import SCPR, AbsGreedy, MaxEntropy
@@ -110,6 +111,33 @@ def test_dropping_rejected_attributes_is_an_explicit_option(halves):
     conversation = conversations.start(0, attribute=0)
     conversations.answer(conversation, 1, yes=False)
     assert np.flatnonzero(conversation.candidates).tolist() == list(range(8, 16))
+
+
+def test_excluding_the_history_lists_only_what_the_user_does_not_have(halves, tmp_path):
+    data = load_crs(halves)
+    train = data.pairs["train"]
+    user, target = (int(x) for x in train[0])  # a training pair, played as a target
+    own = [int(i) for i in train[train[:, 0] == user, 1]]
+    simulator = UserSimulator(data, ("train",))
+    history = simulator.history(user, target)
+    assert sorted(history) == sorted(set(own) - {target})  # the target is held out
+    assert UserSimulator(data).history(user, target) == []
+    # an estimator that scores exactly the user's own items 1, every other item 0
+    items = np.zeros((16, 4), np.float32)
+    items[own, 0] = 1.0
+    users = np.zeros((6, 4), np.float32)
+    users[user, 0] = 1.0
+    estimator = Estimator(users, items, np.zeros((5, 4), np.float32))
+    plain = Conversations.from_data(data, estimator, list_size=3)
+    listed, _ = plain.recommend(plain.start(user, history))
+    assert set(listed.tolist()) <= set(own)  # without the option: what they already have
+    excluding = Conversations.from_data(data, estimator, list_size=3, exclude_history=True)
+    conversation = excluding.start(user, history)
+    listed, _ = excluding.recommend(conversation)
+    assert listed[0] == target and not set(listed.tolist()) & set(history)
+    assert not conversation.candidates[history].any() and conversation.candidates.sum() == 13
+    ConversationBundle(excluding, MaxEntropy(), data.attribute_names, 15).save(tmp_path / "b")
+    assert ConversationBundle.load(tmp_path / "b").conversations.exclude_history
 
 
 def test_fm_scores_match_the_formula_by_hand():

@@ -57,6 +57,7 @@ class ConversationBundle:
             "list_size": self.conversations.list_size,
             "reflection_rate": self.conversations.reflection_rate,
             "drop_rejected_attributes": self.conversations.drop_rejected_attributes,
+            "exclude_history": self.conversations.exclude_history,
             "attribute_names": self.attribute_names, **(extra or {})}))
 
     @classmethod
@@ -77,7 +78,8 @@ class ConversationBundle:
         conversations = Conversations(
             graph, estimator, list_size=meta["list_size"],
             reflection_rate=meta["reflection_rate"],
-            drop_rejected_attributes=meta["drop_rejected_attributes"])
+            drop_rejected_attributes=meta["drop_rejected_attributes"],
+            exclude_history=meta.get("exclude_history", False))  # bundles before it: off
         policy = make_policy(meta["policy"], n_attributes=shape[1], max_turns=meta["max_turns"])
         if isinstance(policy, LearnedPolicy):
             policy.load(folder)

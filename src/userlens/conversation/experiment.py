@@ -83,8 +83,11 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
     conversations = Conversations.from_data(
         data, estimator, list_size=config.list_size, reflection_rate=config.reflection_rate,
         drop_rejected_attributes=config.drop_rejected_attributes, prior=prior,
-        prior_weight=config.prior_weight)
-    simulator = UserSimulator(data)
+        prior_weight=config.prior_weight, exclude_history=config.exclude_history)
+    # what each simulated user already has: their training pairs while policies learn and
+    # are selected, their training and validation pairs when the test pairs are played
+    simulator = UserSimulator(data, ("train",))
+    test_simulator = UserSimulator(data, ("train", "valid"))
     test = data.pairs["test"]
     if config.test_pairs is not None and config.test_pairs < len(test):
         test = test[np.random.default_rng(seed).choice(len(test), config.test_pairs,
@@ -107,7 +110,7 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
         fit_seconds = time.perf_counter() - started
         emit("fit_end", {"model": policy_name, "seconds": fit_seconds})
         started = time.perf_counter()
-        summary = evaluate(conversations, simulator, policy, test, seed=seed,
+        summary = evaluate(conversations, test_simulator, policy, test, seed=seed,
                            max_turns=config.max_turns,
                            on_progress=lambda done, total, n=policy_name: emit(
                                "eval_progress", {"model": n, "done": done, "total": total}))
@@ -129,6 +132,7 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
                            "accepts a list containing the target",
                            "max_turns": config.max_turns, "list_size": config.list_size,
                            "drop_rejected_attributes": config.drop_rejected_attributes,
+                           "exclude_history": config.exclude_history,
                            "reflection_rate": config.reflection_rate, "seed": seed},
               "estimator": {"seconds": estimator_seconds, "epochs": history,
                             **config.estimator.model_dump()},

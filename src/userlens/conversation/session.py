@@ -48,7 +48,7 @@ class Conversations:
     def __init__(self, item_attributes: sparse.csr_matrix, estimator: Estimator, *,
                  list_size: int = 10, reflection_rate: float = 0.0,
                  prior: np.ndarray | None = None, prior_weight: float = 0.0,
-                 drop_rejected_attributes: bool = False) -> None:
+                 drop_rejected_attributes: bool = False, exclude_history: bool = False) -> None:
         self.item_attributes = item_attributes.tocsr()
         self.attribute_items = item_attributes.T.tocsr()
         self.estimator = estimator
@@ -57,6 +57,7 @@ class Conversations:
         self.prior = prior  # (n_users, n_items) standardised scores of a userlens model
         self.prior_weight = prior_weight
         self.drop_rejected_attributes = drop_rejected_attributes
+        self.exclude_history = exclude_history
 
     @classmethod
     def from_data(cls, data: CRSData, estimator: Estimator, **options) -> Conversations:
@@ -72,11 +73,15 @@ class Conversations:
 
     def start(self, user: int | None = None, history: list[int] | None = None,
               attribute: int | None = None) -> Conversation:
-        """A new conversation; ``attribute``: one the user names up front (the simulated
-        user of the papers opens with one attribute of the item they want)."""
+        """A new conversation; ``history``: the items the user already has (a user the
+        estimator does not know is scored from them; with ``exclude_history`` none of them
+        is ever listed); ``attribute``: one the user names up front (the simulated user of
+        the papers opens with one attribute of the item they want)."""
         history = [int(i) for i in history or [] if 0 <= int(i) < self.n_items]
         conversation = Conversation(user, self.estimator.user_vector(user, history),
                                     np.ones(self.n_items, dtype=bool), history=history)
+        if self.exclude_history and history:  # looking for something they do not have yet
+            conversation.candidates[history] = False
         if attribute is not None:
             self.confirm(conversation, attribute)
         return conversation

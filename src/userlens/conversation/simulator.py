@@ -37,10 +37,30 @@ Action = Ask | Recommend
 
 
 class UserSimulator:
-    """Answers from the target item's attributes (see the module docstring)."""
+    """Answers from the target item's attributes (see the module docstring).
 
-    def __init__(self, data: CRSData) -> None:
+    ``history_from``: the splits whose pairs make up what each user already has when a
+    conversation starts (for example ``("train",)`` while policies learn and are selected,
+    ``("train", "valid")`` for the test pairs); the episode's own target is never part of
+    it (in the published splits a pair is in one split only, so this only matters for the
+    training pairs the policies learn from, each held out of its user's history as the
+    test pairs are held out of theirs).
+    """
+
+    def __init__(self, data: CRSData, history_from: tuple[str, ...] = ()) -> None:
         self.data = data
+        self.histories: list[np.ndarray] = [np.zeros(0, np.int64)] * data.n_users
+        if history_from:
+            pairs = np.concatenate([data.pairs[name] for name in history_from])
+            pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+            bounds = np.searchsorted(pairs[:, 0], np.arange(data.n_users + 1))
+            self.histories = [pairs[bounds[u]:bounds[u + 1], 1].astype(np.int64)
+                              for u in range(data.n_users)]
+
+    def history(self, user: int, item: int) -> list[int]:
+        """What the user already has, the target left out."""
+        own = self.histories[user] if 0 <= user < len(self.histories) else ()
+        return [int(i) for i in own if i != item]
 
     def opening(self, item: int, rng: np.random.Generator) -> int | None:
         own = self.data.attributes_of(item)
@@ -70,7 +90,8 @@ def run_episode(conversations: Conversations, simulator: UserSimulator,
                 ) -> Episode:
     """Play one conversation; ``observe(conversation, action, reward, done)`` after each
     turn (the learning policies record their transitions with it)."""
-    conversation = conversations.start(user, attribute=simulator.opening(item, rng))
+    conversation = conversations.start(user, simulator.history(user, item),
+                                       attribute=simulator.opening(item, rng))
     rewards, asked = [], 0
     for turn in range(1, max_turns + 1):
         action = policy(conversations, conversation, max_turns)

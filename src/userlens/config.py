@@ -311,6 +311,10 @@ class EstimatorConfig(BaseModel, frozen=True, extra="forbid", use_attribute_docs
     this probability, so the content part alone learns to rank (DropoutNet's input dropout,
     Volkovs et al., NeurIPS 2017); with item_identity = "seen" that is how never-seen items
     are scored. Needs item_content."""
+    aware_negative: Literal["one", "all"] = "one"
+    """The attribute-aware negative item: "one" (EAR) an item sharing one attribute with
+    the positive; "all" an item carrying every attribute sampled as confirmed (the
+    candidates a conversation in that state ranks the target among)."""
     threads: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")

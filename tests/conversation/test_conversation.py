@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from scipy import sparse
 from typer.testing import CliRunner
 
 from userlens.cli.main import app
@@ -19,7 +20,7 @@ from userlens.conversation.estimator import Estimator
 from userlens.conversation.policies import SCPR, AbsGreedy, MaxEntropy
 from userlens.conversation.session import Conversations
 from userlens.conversation.simulator import Ask, Recommend, UserSimulator, evaluate, run_episode
-from userlens.models.nn.fm import AttributeFM, bags, embeddings
+from userlens.models.nn.fm import AttributeFM, _Sampler, bags, embeddings
 
 runner = CliRunner()
 
@@ -138,6 +139,27 @@ def test_excluding_the_history_lists_only_what_the_user_does_not_have(halves, tm
     assert not conversation.candidates[history].any() and conversation.candidates.sum() == 13
     ConversationBundle(excluding, MaxEntropy(), data.attribute_names, 15).save(tmp_path / "b")
     assert ConversationBundle.load(tmp_path / "b").conversations.exclude_history
+
+
+def test_candidate_negatives_carry_every_confirmed_attribute():
+    rng = np.random.default_rng(0)
+    graph = sparse.csr_matrix((rng.random((200, 6)) < 0.4).astype(np.float32))
+    dense = graph.toarray() > 0
+    items = rng.integers(0, 200, 500)
+
+    def carry_all(aware: str) -> float:
+        batch = _Sampler(graph, 8, aware).sample(items, np.random.default_rng(1))
+        rows = [(item, known[known < 6], negative) for item, known, negative
+                in zip(items, batch["known"], batch["aware_item"], strict=True)]
+        rows = [(item, known, negative) for item, known, negative in rows if len(known) > 1]
+        assert rows  # pairs with two or more confirmed attributes were drawn
+        return float(np.mean([dense[negative, known].all() and negative != item
+                              for item, known, negative in rows]))
+
+    assert carry_all("all") == 1.0
+    assert carry_all("one") < 0.8  # EAR's negative shares one attribute, not all of them
+    with pytest.raises(ValueError, match="aware_negative"):
+        _Sampler(graph, 8, "some")
 
 
 def test_fm_scores_match_the_formula_by_hand():

@@ -99,6 +99,7 @@ class FMTraining:
     item_content: bool = True
     item_identity: str = "all"
     identity_dropout: float = 0.0
+    aware_negative: str = "one"
     threads: int | None = None
 
 
@@ -127,12 +128,19 @@ def bags(item_attributes: sparse.csr_matrix, items: np.ndarray) -> tuple[np.ndar
 class _Sampler:
     """Per-pair random known-attribute sets and the negatives EAR trains against."""
 
-    def __init__(self, item_attributes: sparse.csr_matrix, max_known: int) -> None:
+    def __init__(self, item_attributes: sparse.csr_matrix, max_known: int,
+                 aware: str = "one") -> None:
+        if aware not in ("one", "all"):
+            raise ValueError(f"aware_negative must be 'one' or 'all', not {aware!r}")
         self.n_items, self.n_attributes = item_attributes.shape
         self.table, self.counts = padded_attributes(item_attributes, self.n_attributes)
         by_attribute = item_attributes.T.tocsr()
         self.attr_ptr, self.attr_items = by_attribute.indptr, by_attribute.indices
         self.max_known = max_known
+        self.carries = None  # (n_attributes + 1, n_items) bool, the padding row all True
+        if aware == "all":
+            self.carries = np.ones((self.n_attributes + 1, self.n_items), dtype=bool)
+            self.carries[:-1] = by_attribute.toarray() > 0
 
     def sample(self, items: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         n = len(items)
@@ -164,9 +172,25 @@ class _Sampler:
         pick = start + (rng.random(n) * np.maximum(size, 1)).astype(np.int64)
         aware = np.where(valid_anchor & (size > 0), self.attr_items[np.minimum(
             pick, len(self.attr_items) - 1)], rng.integers(0, self.n_items, n))
+        if self.carries is not None:
+            aware = self._candidate_negative(items, known, anchor, k, aware, rng)
         return {"known": known, "positive_attribute": positive,
                 "negative_attribute": negative, "attribute_mask": has_positive & ~clash,
                 "random_item": rng.integers(0, self.n_items, n), "aware_item": aware}
+
+
+    def _candidate_negative(self, items, known, anchor, k, fallback, rng) -> np.ndarray:
+        """A random item carrying *every* known attribute (the opening one when none is
+        known yet), other than the positive: one of the candidates a conversation in that
+        state still has to tell apart; ``fallback`` where the item has no such rival."""
+        attributes = known.copy()
+        attributes[k == 0, 0] = np.where(self.counts[items[k == 0]] > 0,
+                                         anchor[k == 0], self.n_attributes)
+        carriers = self.carries[attributes].all(1)  # (n, n_items)
+        carriers[np.arange(len(items)), items] = False
+        keys = np.where(carriers, rng.random(carriers.shape), -1.0)
+        pick = keys.argmax(1)
+        return np.where(keys[np.arange(len(items)), pick] >= 0, pick, fallback)
 
 
 def _loss(model: AttributeFM, users, items, batch, attribute_weight: float,
@@ -222,7 +246,7 @@ def train_fm(
                         identity)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.learning_rate,
                                  weight_decay=config.l2)
-    sampler = _Sampler(item_attributes, config.max_known)
+    sampler = _Sampler(item_attributes, config.max_known, config.aware_negative)
     best, best_score, stale, history = None, -np.inf, 0, []
     for epoch in range(1, config.max_epochs + 1):
         started = time.perf_counter()

@@ -101,13 +101,16 @@ class PISAEncoder(TransformerSequenceEncoder):
     def decay(self) -> torch.Tensor:
         return F.softplus(self.raw_decay)
 
-    def activation_weights(self, tokens: torch.Tensor) -> torch.Tensor:
+    def activation_weights(self, tokens: torch.Tensor,
+                           items: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L, L) attention of each position (row) over its remembered items' latest
-        positions (columns): softmax of their ACT-R activation, 0 elsewhere."""
+        positions (columns): softmax of their ACT-R activation, 0 elsewhere; ``items``: the
+        tokens' embeddings when the caller has them already."""
         base, remembered = memory_activation(tokens, self.decay)
         activation = self.base_weight * base
         if self.partial_matching:
-            items = self.item_embedding(tokens)  # (B, L, D)
+            if items is None:
+                items = self.item_embedding(tokens)  # (B, L, D)
             match = items @ items.transpose(1, 2) * items.shape[-1] ** -0.5  # [p, j]
             activation = activation + self.match_weight * match
         activation = activation.masked_fill(~remembered, float("-inf"))
@@ -122,7 +125,7 @@ class PISAEncoder(TransformerSequenceEncoder):
         scale = self.item_embedding.embedding_dim ** 0.5
         short = F.normalize(super().forward(tokens), dim=-1) * scale  # (B, L, D)
         items = self.item_embedding(tokens)  # (B, L, D) unscaled: the output table's rows
-        long = F.normalize(self.activation_weights(tokens) @ items, dim=-1) * scale
+        long = F.normalize(self.activation_weights(tokens, items) @ items, dim=-1) * scale
         gate = torch.softmax(self.gate(torch.cat([long, short], dim=-1)), dim=-1)
         user = gate[..., :1] * long + gate[..., 1:] * short + self.long_share * long \
             + self.skip_share * F.normalize(items, dim=-1) * scale

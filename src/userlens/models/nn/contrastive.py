@@ -43,7 +43,7 @@ from userlens.models.nn import losses
 from userlens.models.nn.augment import CrossSubsequences, random_view
 from userlens.models.nn.intents import kmeans, nearest
 from userlens.models.nn.modules import PAD
-from userlens.models.nn.sequential import SASRec, _positions
+from userlens.models.nn.sequential import SASRec
 from userlens.models.nn.trainer import pad_right
 from userlens.models.sequential_config import ICLRecConfig, ICSRecConfig
 
@@ -114,10 +114,9 @@ class ICSRec(SASRec):
                     ) -> torch.Tensor:
         c = self.config
         # hidden (B, L, D): position p holds the prefix of length p + 1
-        inputs, targets, hidden = self._causal_pass(model, batch)
-        has_target = targets != PAD
-        loss = c.rec_weight * self._loss(hidden[has_target], targets[has_target] - 1,
-                                         generator, _positions(weights, has_target))
+        inputs, targets, hidden, has_target, loss = self._causal_loss(model, batch, generator,
+                                                                      weights)
+        loss = c.rec_weight * loss
         rows, cols = (t.cpu().numpy() for t in torch.nonzero(has_target, as_tuple=True))
         if c.cl_positions is not None:
             keep = keep_per_row(rows, c.cl_positions, self._rng)
@@ -201,10 +200,9 @@ class ICLRec(SASRec):
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         c = self.config
-        inputs, targets, hidden = self._causal_pass(model, batch)  # hidden: (B, L, D)
-        has_target = targets != PAD
-        loss = c.rec_weight * self._loss(hidden[has_target], targets[has_target] - 1,
-                                         generator, _positions(weights, has_target))
+        inputs, targets, hidden, has_target, loss = self._causal_loss(  # hidden: (B, L, D)
+            model, batch, generator, weights)
+        loss = c.rec_weight * loss
         if len(batch) < 2 or (c.instance_weight == 0 and c.intent_weight == 0):
             return loss
         represented = []

@@ -30,7 +30,7 @@ from torch import nn
 from userlens.models.base import Capability
 from userlens.models.nn import losses
 from userlens.models.nn.modules import PAD, MultiQueryEncoder, fast_dropout
-from userlens.models.nn.sequential import SASRec, _positions
+from userlens.models.nn.sequential import SASRec
 from userlens.models.sequential_config import MQSATEDConfig
 
 
@@ -78,10 +78,8 @@ class MQSATED(SASRec):
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         c = self.config
-        inputs, targets, hidden = self._causal_pass(model, batch)
-        has_target = targets != PAD
-        loss = self._loss(hidden[has_target], targets[has_target] - 1, generator,
-                          _positions(weights, has_target))
+        inputs, _, hidden, has_target, loss = self._causal_loss(model, batch, generator,
+                                                                weights)
         if c.distill_weight == 0:
             return loss
         heads = inputs[inputs != PAD]  # every input item of the batch (tokens)

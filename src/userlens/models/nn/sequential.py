@@ -117,14 +117,24 @@ class SequentialRecommender(Recommender):
         targets = torch.from_numpy(pad_right([s[1:] for s in batch])).to(self.device_)
         return inputs, targets, model(inputs)
 
+    def _causal_loss(self, model: nn.Module, batch: list[np.ndarray],
+                     generator: torch.Generator, weights: torch.Tensor | None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                                torch.Tensor]:
+        """The causal pass and its next-item loss at every position: inputs, targets and
+        hidden states as :meth:`_causal_pass` gives them, the (B, L) mask of positions with a
+        target, and the loss (what auxiliary objectives add to)."""
+        inputs, targets, hidden = self._causal_pass(model, batch)
+        has_target = targets != PAD
+        loss = self._loss(hidden[has_target], targets[has_target] - 1, generator,
+                          _positions(weights, has_target))
+        return inputs, targets, hidden, has_target, loss
+
     def _batch_loss(self, model: nn.Module, batch: list[np.ndarray],
                     generator: torch.Generator, weights: torch.Tensor | None
                     ) -> torch.Tensor:
         """Next-item loss at every position of each sequence (causal models)."""
-        _, targets, hidden = self._causal_pass(model, batch)
-        has_target = targets != PAD
-        return self._loss(hidden[has_target], targets[has_target] - 1, generator,
-                          _positions(weights, has_target))
+        return self._causal_loss(model, batch, generator, weights)[-1]
 
     def _prepare_training(self, sequences: list[np.ndarray], seed: int
                           ) -> Callable[[int], None] | None:

@@ -35,10 +35,11 @@ def main() -> None:
     seen[data.pairs["train"][:, 1]] = True
     test = data.pairs["test"]
     rows = []
+    simulator = UserSimulator(data, ("train", "valid"))  # as userlens run plays test pairs
     for group, mask in (("seen in training", seen[test[:, 1]]),
                         ("never in training", ~seen[test[:, 1]])):
         for policy in (bundle.policy, AbsGreedy()):
-            result = evaluate(bundle.conversations, UserSimulator(data), policy, test[mask])
+            result = evaluate(bundle.conversations, simulator, policy, test[mask])
             row = {"targets": group, "pairs": int(mask.sum()), "policy": policy.name,
                    **{k: result[k] for k in ("sr@5", "sr@10", "sr@15", "at")}}
             rows.append(row)

@@ -95,11 +95,7 @@ def main() -> None:
         started = time.perf_counter()
         estimator, history = fit_estimator(data, config.estimator, seed=args.seed)
         ranks = full_attribute_rank(estimator, data, sample)
-        conversations = Conversations.from_data(
-            data, estimator, list_size=config.list_size,
-            reflection_rate=config.reflection_rate,
-            drop_rejected_attributes=config.drop_rejected_attributes,
-            exclude_history=config.exclude_history)
+        conversations = Conversations.from_config(data, estimator, config)
         simulator = UserSimulator(data, ("train",))
         row = {"variant": variant or "(config)", "estimator_epochs": len(history),
                "estimator_valid": max(h["valid"] for h in history),

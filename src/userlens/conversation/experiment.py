@@ -80,10 +80,7 @@ def run_conversation(name: str, data: CRSData, config: ConversationConfig, targe
     if config.prior is not None and config.prior_weight > 0:
         emit("fit_start", {"model": f"prior {config.prior.display}"})
         prior = prior_scores(data, config.prior.name, config.prior.params, seed=seed)
-    conversations = Conversations.from_data(
-        data, estimator, list_size=config.list_size, reflection_rate=config.reflection_rate,
-        drop_rejected_attributes=config.drop_rejected_attributes, prior=prior,
-        prior_weight=config.prior_weight, exclude_history=config.exclude_history)
+    conversations = Conversations.from_config(data, estimator, config, prior)
     # what each simulated user already has: their training pairs while policies learn and
     # are selected, their training and validation pairs when the test pairs are played
     simulator = UserSimulator(data, ("train",))

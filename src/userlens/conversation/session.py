@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
+from userlens.config import ConversationConfig
 from userlens.conversation.data import CRSData
 from userlens.conversation.estimator import Estimator
 
@@ -62,6 +63,16 @@ class Conversations:
     @classmethod
     def from_data(cls, data: CRSData, estimator: Estimator, **options) -> Conversations:
         return cls(data.item_attributes, estimator, **options)
+
+    @classmethod
+    def from_config(cls, data: CRSData, estimator: Estimator, config: ConversationConfig,
+                    prior: np.ndarray | None = None) -> Conversations:
+        """The conversations a ``[conversation]`` section describes."""
+        return cls(data.item_attributes, estimator, list_size=config.list_size,
+                   reflection_rate=config.reflection_rate, prior=prior,
+                   prior_weight=config.prior_weight,
+                   drop_rejected_attributes=config.drop_rejected_attributes,
+                   exclude_history=config.exclude_history)
 
     @property
     def n_items(self) -> int:

@@ -144,6 +144,13 @@ class SearchRange(BaseModel, frozen=True, extra="forbid", use_attribute_docstrin
         return isinstance(self.low, int) and isinstance(self.high, int) and \
             not isinstance(self.step, float)
 
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this space can draw (step grids are not checked)."""
+        if self.choices is not None:
+            return value in self.choices
+        return isinstance(value, int | float) and not isinstance(value, bool) and \
+            self.low <= value <= self.high and (not self.integer or float(value).is_integer())
+
     def edges(self) -> list[Any]:
         """The values a config must accept: the range's ends, or every choice."""
         return list(self.choices) if self.choices is not None else [self.low, self.high]

@@ -101,3 +101,23 @@ def test_cli_tune_json_and_nothing_to_tune(tmp_path, log_file):  # noqa: F811
     assert report["studies"][0]["trials"] == 3
     assert report["test"][0]["model"] == "ease" and "ndcg@5" in report["test"][0]["metrics"]
     assert load_config(report["best_config"]).models[0].search == {}
+
+
+@pytest.mark.parametrize("l2, enqueued", [(10.0, True), (5000.0, False)])
+def test_the_configs_own_values_are_the_first_trial_when_inside_the_space(
+        tmp_path, log_file, l2, enqueued):  # noqa: F811
+    entry = EASE_SEARCH.replace("l2 = 10.0", f"l2 = {l2}")
+    config = load_config(write_config(tmp_path, log_file, models=[entry]))
+    summary = tune_experiment(config, tmp_path / "tune", trials=3)
+    study = optuna.load_study(study_name="ease",
+                              storage=f"sqlite:///{tmp_path / 'tune' / 'study.db'}")
+    first = study.trials[0].params["l2"]
+    assert (first == l2) is enqueued
+    assert 0.1 <= first <= 1000.0
+    # the winner is at least as good on validation as the config's own setting (when tried)
+    assert summary["studies"][0]["best_valid_ndcg@10"] >= study.trials[0].value
+    # a resumed study does not try the config's values again
+    tune_experiment(config, tmp_path / "tune", trials=1)
+    study = optuna.load_study(study_name="ease",
+                              storage=f"sqlite:///{tmp_path / 'tune' / 'study.db'}")
+    assert len(study.trials) == 4 and (study.trials[3].params["l2"] == l2) is False

@@ -6,7 +6,8 @@ epochs). A trial trains on the training split and is scored by NDCG@10 on the va
 split; the test split is never scored during the search. The best parameters are written as
 a runnable config beside the study (``best.toml``, ``study.db``), and the winners, with the
 config's untuned models beside them, are then trained once more and evaluated on the test
-split once, as ``userlens run`` would (``winner/``).
+split once, as ``userlens run`` would (``winner/``). When the config gives a value for every
+searched parameter, inside its space, a new study's first trial is those values.
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ def tune_experiment(
             sampler=optuna.samplers.TPESampler(seed=config.seed),
             pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
             load_if_exists=True)
+        own = {key: entry.params[key] for key, space in entry.search.items()
+               if key in entry.params and space.contains(entry.params[key])}
+        if not study.trials and len(own) == len(entry.search):
+            # the config's own values are the first trial: the search starts from the
+            # setting it is meant to improve, and the winner is never worse on validation
+            study.enqueue_trial(own)
 
         def objective(trial: Any, entry: ModelEntry = entry) -> float:
             drawn = {key: suggest(trial, key, space) for key, space in entry.search.items()}

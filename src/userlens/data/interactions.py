@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -314,6 +315,22 @@ class Histories:
         return matrix
 
 
+def item_text(fields: dict[str, Any]) -> str | None:
+    """What describes one item in words (a catalogue row or the fields posted to
+    ``/items``): its ``text``, else its title followed by its categories; None without
+    either."""
+    text = fields.get("text")
+    if isinstance(text, str) and text.strip():
+        return text
+    title = fields.get("title")
+    if not isinstance(title, str) or not title.strip():
+        return None
+    categories = fields.get("categories") or []
+    if isinstance(categories, str):
+        categories = [categories]
+    return ". ".join([title] + [str(c) for c in categories if c is not None])
+
+
 @dataclass
 class ItemCatalog:
     """Item metadata keyed by internal item index.
@@ -340,7 +357,8 @@ class ItemCatalog:
             return None
         titles = self.frame["title"].to_list()
         cats = self.categories() or [[] for _ in titles]
-        return [". ".join([t] + c) if t else None for t, c in zip(titles, cats, strict=True)]
+        return [item_text({"title": t, "categories": c}) for t, c in zip(titles, cats,
+                                                                           strict=True)]
 
     def category_matrix(self) -> sp.csr_matrix | None:
         """(n_items, n_categories) binary matrix, or None without categories."""

@@ -10,6 +10,7 @@ version and a changed title re-embeds that catalogue.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -96,6 +97,15 @@ def _model_id(folder: Path) -> str:
         [str(p.relative_to(folder)), p.stat().st_size] for p in files])
 
 
+@functools.lru_cache(maxsize=2)
+def _encoder(folder: str):
+    """The loaded sentence model (kept: a service embeds posted items one request at a
+    time, and loading takes longer than embedding a few titles)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(folder, device="cpu")
+
+
 def embed_texts(texts: Sequence[str], model: str = DEFAULT_TEXT_MODEL, *,
                 batch_size: int = 32, chunk: int = 4096, cache: Path | None = None,
                 use_cache: bool = True,
@@ -112,9 +122,7 @@ def embed_texts(texts: Sequence[str], model: str = DEFAULT_TEXT_MODEL, *,
     path = cache / "embeddings" / f"{key}.npy"
     if use_cache and path.is_file():
         return np.load(path, allow_pickle=False)
-    from sentence_transformers import SentenceTransformer
-
-    encoder = SentenceTransformer(str(folder), device="cpu")
+    encoder = _encoder(str(folder))
     parts = []
     for start in range(0, len(texts), chunk):
         parts.append(encoder.encode(list(texts[start:start + chunk]),

@@ -278,6 +278,11 @@ class Recommender(ABC):
         (``Capability.ITEM_TEXT`` models only)."""
         raise NotImplementedError(f"{self.name} does not read item texts")
 
+    def add_items(self, texts: Sequence[str]) -> None:
+        """Grow the fitted model's catalogue by one item per text, appended after the last
+        index and scored from its text alone (``Capability.ITEM_TEXT`` models only)."""
+        raise NotImplementedError(f"{self.name} does not score items from their text")
+
     def set_user_weights(self, weights: np.ndarray | None) -> None:
         """Weigh each training user's events by ``weights[user]`` (>= 0; 1 is as usual, 0
         leaves the user out) in the next ``fit``; None weighs everyone 1

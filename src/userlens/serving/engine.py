@@ -6,12 +6,13 @@ the reference, so a request sees one model from start to end.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import sys
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import numpy as np
 from userlens import artefact
 from userlens.artefact import ArtefactError
 from userlens.audits.rerank import ItemGroups
-from userlens.data.interactions import Histories, IdIndex
+from userlens.data.interactions import Histories, IdIndex, item_text
 from userlens.data.semantics import EventSemantics
 from userlens.models.base import Capability, Recommender
 from userlens.profiles.population import Population
@@ -127,6 +128,42 @@ class Engine:
                                    depth=ann_depth)
         return engine
 
+    def with_items(self, records: list[tuple[str, dict[str, Any]]]) -> Engine | None:
+        """A new engine whose model also scores the posted items it does not know yet and
+        that have a text (``item_text``: text, or title and categories), from that text
+        alone; None when there are none or the model cannot (no ``Capability.ITEM_TEXT``).
+
+        This engine is left as it is (requests in flight keep it): the model is copied and
+        grown, the item vocabulary extended after its last index, and an ANN index gets
+        the new vectors added to a copy. The artefact version stays: a grown engine serves
+        the same artefact.
+        """
+        if not self.model.can(Capability.ITEM_TEXT):
+            return None
+        new: dict[str, str] = {}
+        for external, fields in records:
+            text = item_text(fields)
+            if text is not None and self.items.index_of(external) is None:
+                new[str(external)] = text
+        if not new:
+            return None
+        started = time.perf_counter()
+        model = copy.deepcopy(self.model)
+        model.add_items(list(new.values()))
+        items = IdIndex(np.concatenate([self.items.ids, np.array(list(new), dtype=object)]))
+        vectors = self.item_vectors
+        if vectors is not None:
+            vectors = np.concatenate([vectors, np.zeros((len(new), vectors.shape[1]),
+                                                        vectors.dtype)])
+        engine = replace(self, model=model, items=items, item_vectors=vectors, ann=None,
+                         _masks=OrderedDict(), _population=None, _item_groups=None)
+        engine.check()
+        if self.ann is not None:
+            engine.ann = self.ann.extended(model.item_vectors()[len(self.items):])
+        logger.info("%d new items scored from their text (%d in all), in %.2f s", len(new),
+                    engine.n_items, time.perf_counter() - started)
+        return engine
+
     def check(self) -> None:
         """Score one history; a model that cannot is refused (ArtefactError)."""
         probe = Histories.from_lists([[0]], n_items=self.n_items)
@@ -207,7 +244,9 @@ class Engine:
         return self._item_groups
 
     def catalog_fields(self, index: int) -> dict[str, Any] | None:
-        return self.catalog[index] if self.catalog is not None else None
+        """The artefact's catalogue row of an item (None for items added while serving)."""
+        return self.catalog[index] if self.catalog is not None and index < len(self.catalog) \
+            else None
 
     # ------------------------------------------------------------------ queries
 
@@ -323,6 +362,15 @@ class AnnIndex:
         else:
             self.index.nprobe = depth
         self.depth = depth
+
+    def extended(self, vectors: np.ndarray) -> AnnIndex:
+        """A copy with ``vectors`` added after the last item (their indices follow on;
+        IVF puts them in the existing lists, HNSW links them into the graph)."""
+        import faiss
+
+        index = faiss.clone_index(self.index)
+        index.add(np.ascontiguousarray(vectors, np.float32))
+        return AnnIndex(index, self.kind, self.depth)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(inner products (B, k), item indices (B, k)), best first; -1 pads missing hits."""

@@ -82,6 +82,7 @@ class Service:
         self._fields: dict[str, dict[str, Any]] = storage.item_fields()
         self._fields_stamp = 0
         self._rerank = parse_rerank(settings.rerank) if settings.rerank else None
+        self.engine = self._grown(engine, list(self._fields.items()))
 
     # --------------------------------------------------------------- caches
 
@@ -97,11 +98,33 @@ class Service:
             self._fields_version = version
             self._fields, self._fields_stamp = (self.storage.item_fields(),
                                                 self._fields_stamp + 1)
+            self.grow(list(self._fields.items()))
 
     def note_items(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """This worker's copy of posted item metadata, and the model grown by the new items
+        it can score from their text."""
         fields = dict(self._fields)
         fields.update(records)
         self._fields, self._fields_stamp = fields, self._fields_stamp + 1
+        self.grow(records)
+
+    def grow(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """Swap in an engine that also scores the posted items a text model can score from
+        their text (``Engine.with_items``); the other workers do the same when they read
+        the items (:meth:`refresh_fields`), and a reload keeps them."""
+        with self._reload_lock:
+            self.engine = self._grown(self.engine, records)
+
+    @staticmethod
+    def _grown(engine: Engine, records: list[tuple[str, dict[str, Any]]]) -> Engine:
+        """``engine`` with the items it can add (itself when none, or when adding fails:
+        those items stay catalogue-only, served as new items by the fallback)."""
+        try:
+            return engine.with_items(records) or engine
+        except (ArtefactError, ImportError, OSError, RuntimeError, ValueError) as error:
+            logger.warning("posted items not added to the model, still served as new items: "
+                           "%s: %s", type(error).__name__, error)
+            return engine
 
     def refresh_trending(self) -> None:
         """Recompute trending: positive events in the window, up to now, on items the model
@@ -325,7 +348,7 @@ class Service:
                 logger.warning("reload of %s refused, still serving %s: %s", target,
                                previous.version, error)
                 raise ReloadRefused("the artefact cannot be loaded") from error
-            self.engine = engine
+            self.engine = engine = self._grown(engine, list(self._fields.items()))
             self.metrics.set_model(engine.model.name, engine.version)
             if announce:
                 self.storage.set_state("artefact", served_state(engine))

@@ -179,13 +179,11 @@ def test_packaged_minilm_embeds_offline_and_caches(tmp_path, monkeypatch):
     # the unpacked weights are all-MiniLM-L6-v2's, checked by hash
     folder = text.model_folder()
     assert text._sha256(folder / "model.safetensors") == text.MINILM_WEIGHTS_SHA256
-    # a second call reads the cache: no model is loaded
-    import sentence_transformers
-
+    # a second call reads the cache: the model is not run
     def refuse(*args, **kwargs):
         raise AssertionError("the cache was not used")
 
-    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", refuse)
+    monkeypatch.setattr(text, "_encoder", refuse)
     np.testing.assert_array_equal(text.embed_texts(titles), vectors)
     with pytest.raises(AssertionError, match="cache was not used"):
         text.embed_texts(titles[:2])  # another catalogue version is embedded anew

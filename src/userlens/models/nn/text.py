@@ -167,6 +167,33 @@ class TextSASRec(SASRec):
                              f"{n_items:,} items; give one per item, in item-index order")
         return self.text_
 
+    def add_items(self, texts: Sequence[str]) -> None:
+        """Append one item per text (embedded with the model's sentence model), scored from
+        the text part alone, as an item never seen in training is: no training, no change to
+        the existing items' vectors. A served catalogue grows this way (``POST /items``)."""
+        if self.module_ is None:
+            raise RuntimeError(f"{self.name} is not fitted; call fit() or load()")
+        if not texts or not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"{self.name}.add_items needs a non-empty text per item")
+        from userlens.data.text import embed_texts
+
+        vectors = embed_texts(list(texts), self.config.text_model, use_cache=False)
+        if vectors.shape[1] != self.config.text_dim:
+            raise ValueError(f"{self.name}: the text model gives {vectors.shape[1]} "
+                             f"dimensions, the model was trained on {self.config.text_dim}")
+        added = len(texts)
+        state = self._state()
+        state["text.embeddings"] = np.concatenate([self.text_, vectors])
+        state["text.seen"] = np.concatenate([self.seen_, np.zeros(added, np.float32)])
+        ids = "param.item_embedding.ids.weight"
+        if ids in state:  # never trained, and masked by seen = 0 anyway
+            state[ids] = np.concatenate([state[ids], np.zeros((added, self.config.dim),
+                                                               np.float32)])
+        self.n_items_ += added
+        self.popularity_ = np.concatenate([self.popularity_,
+                                           np.zeros(added, self.popularity_.dtype)])
+        self._load_state(state)
+
     def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:
         torch.set_num_threads(self.config.threads or os.cpu_count() or 1)  # embedding too

@@ -12,7 +12,9 @@ router = APIRouter(tags=["items"])
 @router.post("/items", response_model=ItemsOut, dependencies=[require("write")],
              responses=AUTH_RESPONSES)
 def upsert_items(body: ItemsIn, request: Request) -> ItemsOut:
-    """Insert or replace item metadata; unknown items are served by the fallback."""
+    """Insert or replace item metadata. A text model scores new items with a text (``text``,
+    or ``title`` and ``categories``) from that text at once; other new items are served by
+    the fallback."""
     service = service_of(request)
     records = list({item.item_id: item.fields for item in body.items}.items())
     service.storage.upsert_items(records)

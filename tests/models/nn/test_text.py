@@ -288,3 +288,32 @@ def test_new_items_need_a_catalogue():
 
     with pytest.raises(ValueError, match="give data.items too"):
         DataConfig(path="events.csv", new_items="keep")
+
+
+def test_added_items_extend_the_scoring_table_as_a_full_recompute_would():
+    _needs_minilm()
+    import torch
+
+    events, _ = two_topics()
+    model = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 2}, n_experts=2))
+    model.set_item_text_embeddings(random_texts(20, dim=384))
+    model.fit(events, seed=0)
+    before = model.score(Histories.from_lists([[0, 1, 2]], n_items=20))
+    model.add_items(["Wood glue for carpentry", "Digital multimeter"])
+    assert model.n_items_ == 22 and len(model.popularity()) == 22
+    layer = model.module_.item_embedding
+    with torch.no_grad():
+        cached = layer.weight  # the extended cache
+        np.testing.assert_allclose(cached.numpy(), layer._compute().numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    after = model.score(Histories.from_lists([[0, 1, 2]], n_items=22))
+    assert np.isfinite(after).all()
+    np.testing.assert_allclose(after[0, :20], before[0], rtol=1e-5)  # old items unchanged
+    assert model.seen_[20:].sum() == 0 and np.abs(model.text_[20:]).sum() > 0
+    with pytest.raises(ValueError, match="non-empty text per item"):
+        model.add_items(["ok", " "])
+    small = TextSASRec(TextSASRecConfig(**{**TINY, "max_epochs": 1}))
+    small.set_item_text_embeddings(random_texts(20, dim=16))
+    small.fit(events, seed=0)
+    with pytest.raises(ValueError, match="gives 384 dimensions, the model was trained on 16"):
+        small.add_items(["Wood glue"])

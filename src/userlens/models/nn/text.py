@@ -79,15 +79,23 @@ class TextItemEmbedding(nn.Module):
             self._table = (versions, self._compute())
         return self._table[1]
 
-    def _compute(self) -> torch.Tensor:
-        x = F.dropout(self.text, self.dropout, self.training)  # (N, T)
+    def _compute(self, start: int = 0) -> torch.Tensor:
+        """The table's rows from ``start`` on (each row depends on its item alone)."""
+        x = F.dropout(self.text[start:], self.dropout, self.training)  # (N, T)
         experts = torch.einsum("nkt,ktd->nkd", x[:, None, :] - self.whitening_bias,
                                self.experts)  # (N, K, D)
         gates = torch.softmax(self.gate(x), dim=-1)  # (N, K)
         out = (gates[..., None] * experts).sum(1)  # (N, D)
         if self.ids is not None:
-            out = out + self.ids.weight * self.seen[:, None]
-        return out * self.real[:, None]
+            out = out + self.ids.weight[start:] * self.seen[start:, None]
+        return out * self.real[start:, None]
+
+    def extend_table(self, prefix: torch.Tensor) -> None:
+        """Cache the scoring table as ``prefix`` (the rows another layer with the same
+        parameters computed for the first items) plus the rows of the items after them,
+        so a grown catalogue computes only its new rows (eval mode, no grad)."""
+        versions = tuple(p._version for p in self.parameters())
+        self._table = (versions, torch.cat([prefix, self._compute(len(prefix))]))
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return F.embedding(tokens, self.weight)
@@ -182,6 +190,8 @@ class TextSASRec(SASRec):
             raise ValueError(f"{self.name}: the text model gives {vectors.shape[1]} "
                              f"dimensions, the model was trained on {self.config.text_dim}")
         added = len(texts)
+        with torch.no_grad():  # the current table (cached when the model has scored)
+            table = self.module_.eval().item_embedding.weight
         state = self._state()
         state["text.embeddings"] = np.concatenate([self.text_, vectors])
         state["text.seen"] = np.concatenate([self.seen_, np.zeros(added, np.float32)])
@@ -193,6 +203,8 @@ class TextSASRec(SASRec):
         self.popularity_ = np.concatenate([self.popularity_,
                                            np.zeros(added, self.popularity_.dtype)])
         self._load_state(state)
+        with torch.no_grad():
+            self.module_.item_embedding.extend_table(table)
 
     def fit(self, train_events: Interactions, *, valid: Interactions | None = None,
             seed: int = 0) -> Self:

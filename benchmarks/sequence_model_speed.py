@@ -2,6 +2,8 @@
 
     python benchmarks/sequence_model_speed.py configs/beauty-s3rec-mqsa-ted.toml
     python benchmarks/sequence_model_speed.py configs/wikipedia-repeat.toml
+    python benchmarks/sequence_model_speed.py configs/beauty-s3rec-sasrec.toml \
+        configs/beauty-s3rec-icsrec.toml configs/beauty-s3rec-iclrec.toml --epochs 1
 
 Every torch model of the config (with its settings, one thread, ``--epochs`` epochs, no
 validation) trains on the config's training split, in the config's order, and then scores
@@ -44,18 +46,25 @@ def _median_seconds(action, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("config", type=Path)
+    parser.add_argument("config", type=Path, nargs="+",
+                        help="one config, or several on the same data (their models together, "
+                             "on the first one's split)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    config = load_config(args.config)
+    configs = [load_config(path) for path in args.config]
+    config = configs[0]
+    for other in configs[1:]:
+        if other.data != config.data or other.split != config.split:
+            raise SystemExit(f"{other.name} reads other data or splits it otherwise than "
+                             f"{config.name}")
     dataset = load_data(config.data, mirror=find_mirror())
     split = make_split(dataset, config.split, config.seed)
     users = np.arange(min(args.users, split.train.n_users))
     histories = split.train.histories(users)
     runs = []
-    for entry in config.models:
+    for entry in [entry for c in configs for entry in c.models]:
         if not issubclass(config_class(entry.name), SequentialConfig):
             continue
         params = {**entry.params, "threads": 1, "max_epochs": args.epochs}
@@ -79,12 +88,24 @@ def main() -> None:
         for label, row in rows.items():
             print(f"{label}: epoch x{row['epoch_ratio']:.2f}, scoring "
                   f"x{row['scoring_ratio']:.2f} of sasrec")
-    out = ROOT / "benchmarks" / "results" / f"sequence_model_speed_{config.name}.json"
-    out.write_text(json.dumps({"config": str(args.config), "epochs": args.epochs,
+    name = "+".join([config.name] + [c.name.removeprefix(_common(config.name, c.name))
+                                     for c in configs[1:]])
+    out = ROOT / "benchmarks" / "results" / f"sequence_model_speed_{name}.json"
+    out.write_text(json.dumps({"config": [str(p) for p in args.config], "epochs": args.epochs,
                                "users_scored": len(users),
                                "machine": {"processor": platform.processor(), "threads": 1},
                                "models": rows}, indent=2))
     print(f"wrote {out}")
+
+
+def _common(a: str, b: str) -> str:
+    """The shared leading words of two config names ("beauty-s3rec-")."""
+    words = []
+    for x, y in zip(a.split("-"), b.split("-"), strict=False):
+        if x != y:
+            break
+        words.append(x + "-")
+    return "".join(words)
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ class Engine:
         if not new:
             return None
         started = time.perf_counter()
-        model = copy.deepcopy(self.model)
+        model = copy.copy(self.model)  # add_items rebinds what it grows: the copy is enough
         model.add_items(list(new.values()))
         items = IdIndex(np.concatenate([self.items.ids, np.array(list(new), dtype=object)]))
         vectors = self.item_vectors

@@ -178,7 +178,9 @@ class TextSASRec(SASRec):
     def add_items(self, texts: Sequence[str]) -> None:
         """Append one item per text (embedded with the model's sentence model), scored from
         the text part alone, as an item never seen in training is: no training, no change to
-        the existing items' vectors. A served catalogue grows this way (``POST /items``)."""
+        the existing items' vectors. A served catalogue grows this way (``POST /items``).
+        Every grown array and the module are new objects (nothing is changed in place), so a
+        shallow copy of a served model grows while the original keeps serving."""
         if self.module_ is None:
             raise RuntimeError(f"{self.name} is not fitted; call fit() or load()")
         if not texts or not all(isinstance(t, str) and t.strip() for t in texts):

@@ -141,10 +141,11 @@ class Engine:
         if not self.model.can(Capability.ITEM_TEXT):
             return None
         new: dict[str, str] = {}
-        for external, fields in records:
-            text = item_text(fields)
-            if text is not None and self.items.index_of(external) is None:
-                new[str(external)] = text
+        for external, fields in records:  # the refresh passes every stored item: known
+            if self.items.index_of(external) is None:  # ones are skipped first, cheaply
+                text = item_text(fields)
+                if text is not None:
+                    new[str(external)] = text
         if not new:
             return None
         started = time.perf_counter()

@@ -21,6 +21,7 @@ from userlens.models.sequential_config import (
     ComiRecConfig,
     DESMILConfig,
     GRU4RecConfig,
+    HCNConfig,
     ICLRecConfig,
     ICSRecConfig,
     MQSATEDConfig,
@@ -79,6 +80,12 @@ def _desmil() -> type[Recommender]:
     return DESMIL
 
 
+def _hcn() -> type[Recommender]:
+    from userlens.models.nn.multi_interest import HCN
+
+    return HCN
+
+
 def _text_sasrec() -> type[Recommender]:
     from userlens.models.nn.text import TextSASRec
 
@@ -115,6 +122,7 @@ _TORCH: dict[str, tuple[type[BaseModel], Callable[[], type[Recommender]]]] = {
     "repeat_actr": (RepeatACTRConfig, _repeat_actr),
     "comirec": (ComiRecConfig, _comirec),
     "desmil": (DESMILConfig, _desmil),
+    "hcn": (HCNConfig, _hcn),
     "text_sasrec": (TextSASRecConfig, _text_sasrec),
     "ada_retrieval": (AdaRetrievalConfig, _ada_retrieval),
     "mqsa_ted": (MQSATEDConfig, _mqsa_ted),

@@ -284,6 +284,30 @@ class DESMILConfig(ComiRecConfig, frozen=True, extra="forbid"):
     """Cap on one sample's weight (the weights average 1)."""
 
 
+class HCNConfig(ComiRecConfig, frozen=True, extra="forbid"):
+    """HCN (Yuan et al., "Hierarchical Multi-Interest Co-Network For Coarse-Grained
+    Ranking", 2022), as its abstract describes it (the paper's text and code are not
+    reachable here): K long-term interest centers updated level by level from the events
+    assigned to them, short-term interests extracted the same way from the newest events,
+    and a co-interest network that lets each side attend to the other. ``attention_mult``
+    sizes the feed-forward layer of every center update."""
+
+    n_levels: int = Field(default=2, gt=0)
+    """Levels of the hierarchy: each reassigns the events to the centers the level below
+    produced and moves every center to what was assigned to it."""
+    short_window: int = Field(default=5, gt=0)
+    """The newest events the short-term interests are extracted from."""
+    n_short_interests: int = Field(default=1, gt=0)
+    """Short-term interest vectors (each user gets n_interests + n_short_interests)."""
+
+    @model_validator(mode="after")
+    def _own_short_term(self) -> HCNConfig:
+        if self.short_term:
+            raise ValueError("hcn extracts its own short-term interests (n_short_interests, "
+                             "short_window): short_term = true is ComiRec's and does not apply")
+        return self
+
+
 class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
     """Ada-Retrieval (Li et al., AAAI 2024): the backbone recommends in ``rounds`` rounds of
     ``round_size`` items; each round's user vector is recomputed with what the earlier

@@ -1,4 +1,5 @@
-"""Multi-interest models (ComiRec-SA, DESMIL), their HSIC parts, and per-interest ANN serving."""
+"""Multi-interest models (ComiRec-SA, DESMIL, HCN), their HSIC parts and center updates, and
+per-interest ANN serving."""
 
 import numpy as np
 import pytest
@@ -10,8 +11,8 @@ from userlens.data.interactions import Histories, Interactions
 from userlens.models import create
 from userlens.models.base import Capability
 from userlens.models.nn import losses
-from userlens.models.nn.multi_interest import DESMIL, ComiRec
-from userlens.models.sequential_config import ComiRecConfig, DESMILConfig
+from userlens.models.nn.multi_interest import DESMIL, HCN, CenterUpdate, ComiRec
+from userlens.models.sequential_config import ComiRecConfig, DESMILConfig, HCNConfig
 from userlens.serving.engine import merge_hits
 
 
@@ -50,6 +51,14 @@ class TestDESMIL(ModelContract):
                                    readout="max", reweight_steps=3, short_term=True))
 
 
+class TestHCN(ModelContract):
+    sequential = True
+
+    def make(self):
+        return HCN(HCNConfig(**TINY, n_interests=2, encoder="transformer", readout="max",
+                             short_window=3))
+
+
 def test_hard_readout_leaves_an_unpicked_interest_free_and_max_readout_fixes_it():
     # measured on the cycle task: with the paper's hard readout one interest settles on a
     # fixed item that no target ever selects it for, and wins every ranking at serving time
@@ -69,11 +78,14 @@ def test_hard_readout_leaves_an_unpicked_interest_free_and_max_readout_fixes_it(
     assert max(hits["hard"]) < 0.95 and np.mean(hits["hard"]) < 0.6, hits
 
 
-@pytest.mark.parametrize("encoder, short_term", [("embeddings", False),
-                                                 ("transformer", False), ("transformer", True)])
-def test_every_prefix_interests_equal_the_prefix_encoded_alone(encoder, short_term):
-    model = ComiRec(ComiRecConfig(dim=8, max_len=10, n_interests=3, encoder=encoder,
-                                  short_term=short_term, dropout=0.0, threads=1))
+@pytest.mark.parametrize("name, encoder, short_term", [
+    ("comirec", "embeddings", False), ("comirec", "transformer", False),
+    ("comirec", "transformer", True), ("hcn", "embeddings", False),
+    ("hcn", "transformer", False)])
+def test_every_prefix_interests_equal_the_prefix_encoded_alone(name, encoder, short_term):
+    extra = {"short_term": short_term} if name == "comirec" else {"short_window": 2}
+    model = create(name, dict(dim=8, max_len=10, n_interests=3, encoder=encoder, dropout=0.0,
+                              threads=1, **extra))
     module = model._build_module(20).eval()
     tokens = torch.tensor([[3, 7, 1, 12, 5, 9], [4, 2, 8, 0, 0, 0]])
     with torch.no_grad():
@@ -149,6 +161,67 @@ def test_short_term_interest_is_the_sasrec_state_after_the_last_event():
                                             for u in range(20)]).astype(np.int64))
         states = model.module_.encoder(tokens)[:, -1]  # every history fills the window
     np.testing.assert_allclose(vectors[:, 3], states.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_center_update_is_soft_k_means_over_the_held_events():
+    # with identity projections and no feed-forward step, a level moves center k by the
+    # mean of the events weighted by their softmax-over-centers share of k, counting only
+    # the events the prefix holds (computed here by hand, in numpy)
+    rng = np.random.default_rng(0)
+    dim = 4
+    level = CenterUpdate(dim, 1)
+    with torch.no_grad():
+        for linear in (level.query, level.key, level.value):
+            linear.weight.copy_(torch.eye(dim))
+        level.feed[2].weight.zero_()
+        level.feed[2].bias.zero_()
+    centers = rng.normal(size=(2, 3, dim)).astype(np.float32)  # (T, K, D) for one user
+    states = rng.normal(size=(5, dim)).astype(np.float32)  # (S, D)
+    valid = np.array([[1, 1, 0, 0, 0], [1, 1, 1, 0, 1]], dtype=bool)  # (T, S)
+    with torch.no_grad():
+        moved = level(torch.from_numpy(centers)[None], torch.from_numpy(states)[None],
+                      torch.from_numpy(valid)[None])[0].numpy()
+    normed = (centers - centers.mean(-1, keepdims=True)) / np.sqrt(
+        centers.var(-1, keepdims=True) + 1e-5)
+    for t in range(2):
+        logits = normed[t] @ states.T / np.sqrt(dim)  # (K, S)
+        share = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True) * valid[t]
+        expected = centers[t] + (share @ states) / (share.sum(axis=1, keepdims=True) + 1e-6)
+        np.testing.assert_allclose(moved[t], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_hcn_short_term_centers_see_only_the_newest_events():
+    model = HCN(HCNConfig(dim=8, max_len=10, n_interests=2, n_short_interests=2,
+                          short_window=3, dropout=0.0, threads=1))
+    module = model._build_module(20).eval()
+    states = torch.randn(1, 7, 8)
+    with torch.no_grad():
+        windowed = module.short_term(states, torch.tensor([[[False] * 4 + [True] * 3]]))
+        alone = module.short_term(states[:, 4:], torch.ones(1, 1, 3, dtype=torch.bool))
+        torch.testing.assert_close(windowed, alone, atol=1e-5, rtol=1e-5)
+        tokens = torch.tensor([[3, 7, 1, 12, 5, 9, 4]])
+        changed = tokens.clone()
+        changed[0, 0] = 15  # older than the window: the long-term side sees it
+        every = module(tokens, every_prefix=False)
+        assert module(changed, every_prefix=False).shape == every.shape == (1, 4, 8)
+    assert not torch.allclose(module(changed, every_prefix=False), every)
+
+
+def test_hcn_recovers_the_two_planted_clusters():
+    events, pairs, size = _planted_interests()
+    model = HCN(HCNConfig(dim=16, max_len=20, n_interests=2, batch_size=16, max_epochs=40,
+                          dropout=0.0, learning_rate=0.01, encoder="transformer",
+                          readout="max", threads=1)).fit(events, seed=0)
+    scores = model.score(events.histories())
+    best = np.argsort(-scores, axis=1)[:, :2] // size
+    assert np.mean([set(row.tolist()) == pair for row, pair in zip(best, pairs, strict=True)]
+                   ) >= 0.8
+    assert model.interest_vectors(events.histories()).shape == (120, 3, 16)
+
+
+def test_hcn_refuses_comirecs_short_term_flag():
+    with pytest.raises(ValueError, match="n_short_interests"):
+        HCNConfig(short_term=True)
 
 
 def test_comirec_refuses_positions_from_end_and_max_readout_without_ce():

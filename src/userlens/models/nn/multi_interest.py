@@ -23,6 +23,21 @@ Here, per batch: random Fourier features of each interest at the training positi
 weights ``n · softmax(θ)`` fitted by a few Adam steps on the weighted HSIC of every pair of
 interests (the batch-local form of StableNet's reweighting, without its global memory), then
 the ComiRec loss weighted by them.
+
+HCN (Yuan et al., "Hierarchical Multi-Interest Co-Network For Coarse-Grained Ranking",
+arXiv 2210.10547), built from its abstract, the only part of the paper reachable here; every
+formula below is ours. "A hierarchical multi-interest extraction layer to update users'
+diverse interest centers iteratively": K learned global centers start every user; at each of
+``n_levels`` levels (own parameters), every event is assigned to the centers by a softmax
+over the centers, so events compete for them (soft k-means / slot attention, not ComiRec's
+softmax over positions, under which every head may pool the same events: the abstract's
+"similarity of different vectors is too high"), and each center moves by the
+assignment-weighted mean of its events, then a feed-forward step. Long- and short-term
+behaviour are modelled apart ("a Co-Interest Network to integrate users' long-term and
+short-term interests"): the same extraction over the newest ``short_window`` events gives
+the short-term centers, and each side then attends to the other's centers and adds what it
+reads through a learned gate. Training and serving are ComiRec's (readouts, per-interest
+retrieval), every prefix's interests read off one causal pass.
 """
 
 from __future__ import annotations
@@ -38,7 +53,7 @@ from userlens.models.base import Capability, Recommender
 from userlens.models.nn import losses
 from userlens.models.nn.modules import PAD, TransformerSequenceEncoder, fast_dropout
 from userlens.models.nn.sequential import SASRec, _positions
-from userlens.models.sequential_config import ComiRecConfig, DESMILConfig
+from userlens.models.sequential_config import ComiRecConfig, DESMILConfig, HCNConfig
 
 
 class EmbeddingEncoder(nn.Module):
@@ -63,6 +78,17 @@ class EmbeddingEncoder(nn.Module):
 
     def item_weights(self) -> torch.Tensor:
         return self.item_embedding.weight[1:self.n_items + 1]
+
+
+def sequence_encoder(n_items: int, c: ComiRecConfig) -> nn.Module:
+    """What the interests are extracted from: ComiRec-SA's embeddings or SASRec's stack."""
+    if c.encoder == "transformer":
+        return TransformerSequenceEncoder(
+            n_items, c.dim, c.n_blocks, c.n_heads, c.max_len, c.dropout, causal=True,
+            ff_mult=c.ff_mult, activation=c.activation, layout=c.layout,
+            init_std=c.init_std, scale_embeddings=c.scale_embeddings,
+            positions=c.positions, attention_init=c.attention_init)
+    return EmbeddingEncoder(n_items, c.dim, c.max_len, c.dropout, c.init_std)
 
 
 class InterestExtractor(nn.Module):
@@ -96,14 +122,7 @@ class MultiInterestEncoder(nn.Module):
     def __init__(self, n_items: int, c: ComiRecConfig) -> None:
         super().__init__()
         self.n_items = n_items
-        if c.encoder == "transformer":
-            self.encoder: nn.Module = TransformerSequenceEncoder(
-                n_items, c.dim, c.n_blocks, c.n_heads, c.max_len, c.dropout, causal=True,
-                ff_mult=c.ff_mult, activation=c.activation, layout=c.layout,
-                init_std=c.init_std, scale_embeddings=c.scale_embeddings,
-                positions=c.positions, attention_init=c.attention_init)
-        else:
-            self.encoder = EmbeddingEncoder(n_items, c.dim, c.max_len, c.dropout, c.init_std)
+        self.encoder = sequence_encoder(n_items, c)
         self.extractor = InterestExtractor(c.dim, c.n_interests, c.attention_mult)
         self.short_term = c.short_term
 
@@ -119,6 +138,118 @@ class MultiInterestEncoder(nn.Module):
         last = (tokens != PAD).sum(dim=1) - 1  # (B,)
         newest = states[torch.arange(len(tokens), device=tokens.device), last]  # (B, D)
         return torch.cat([interests, newest.unsqueeze(1)], dim=1)
+
+    def item_weights(self) -> torch.Tensor:
+        return self.encoder.item_weights()
+
+
+class CenterUpdate(nn.Module):
+    """One level of HCN's hierarchy: events assigned to the centers (softmax over centers),
+    each center moved by the assignment-weighted mean of its events, then a feed-forward
+    step (both residual)."""
+
+    def __init__(self, dim: int, width_mult: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.center_norm = nn.LayerNorm(dim)
+        self.feed_norm = nn.LayerNorm(dim)
+        self.feed = nn.Sequential(nn.Linear(dim, dim * width_mult), nn.GELU(),
+                                  nn.Linear(dim * width_mult, dim))
+
+    def assignment(self, centers: torch.Tensor, states: torch.Tensor, valid: torch.Tensor
+                   ) -> torch.Tensor:
+        """(B|1, T|1, K, D) centers, (B, S, D) states, (B, T, S) valid events -> (B, T, K, S)
+        each valid event's share of every center (sums to 1 over K; 0 where invalid)."""
+        query = self.query(self.center_norm(centers))
+        key = self.key(states).unsqueeze(1).transpose(-1, -2)  # (B, 1, D, S)
+        logits = (query @ key) / math.sqrt(states.shape[-1])  # (B, T|1, K, S)
+        return torch.softmax(logits, dim=-2) * valid.unsqueeze(2).to(logits.dtype)
+
+    def forward(self, centers: torch.Tensor, states: torch.Tensor, valid: torch.Tensor
+                ) -> torch.Tensor:
+        share = self.assignment(centers, states, valid)  # (B, T, K, S)
+        mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
+        pooled = (share @ self.value(states).unsqueeze(1)) / (mass + 1e-6)  # (B, T, K, D)
+        centers = centers + pooled
+        return centers + self.feed(self.feed_norm(centers))
+
+
+class HierarchicalExtractor(nn.Module):
+    """K learned centers refined by ``n_levels`` center updates over a user's events."""
+
+    def __init__(self, dim: int, n_centers: int, n_levels: int, width_mult: int,
+                 init_std: float) -> None:
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(n_centers, dim) * init_std)
+        self.state_norm = nn.LayerNorm(dim)
+        self.levels = nn.ModuleList(CenterUpdate(dim, width_mult) for _ in range(n_levels))
+
+    def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(B, S, D) states and (B, T, S) which events each of T prefixes holds ->
+        (B, T, K, D) the centers of every prefix."""
+        states = self.state_norm(states)
+        centers = self.centers[None, None]  # (1, 1, K, D): the same start for every user
+        for level in self.levels:
+            centers = level(centers, states, valid)
+        return centers
+
+
+class CoAttention(nn.Module):
+    """One side's interests read the other side's through attention, added by a gate."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.value = nn.Linear(dim, dim, bias=False)
+        self.gate = nn.Linear(2 * dim, dim)
+
+    def forward(self, own: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        """(B, T, K, D) own and (B, T, J, D) other interests -> (B, T, K, D)."""
+        weights = torch.softmax(self.query(own) @ self.key(other).transpose(-1, -2)
+                                / math.sqrt(own.shape[-1]), dim=-1)  # (B, T, K, J)
+        read = weights @ self.value(other)
+        return own + torch.sigmoid(self.gate(torch.cat([own, read], dim=-1))) * read
+
+
+class HCNEncoder(nn.Module):
+    """Encoder (item embeddings or SASRec's stack), long- and short-term hierarchical
+    extraction, co-interest network: K + J interest vectors per prefix."""
+
+    def __init__(self, n_items: int, c: HCNConfig) -> None:
+        super().__init__()
+        self.encoder = sequence_encoder(n_items, c)
+        self.long_term = HierarchicalExtractor(c.dim, c.n_interests, c.n_levels,
+                                               c.attention_mult, c.init_std)
+        self.short_term = HierarchicalExtractor(c.dim, c.n_short_interests, c.n_levels,
+                                                c.attention_mult, c.init_std)
+        self.long_reads_short = CoAttention(c.dim)
+        self.short_reads_long = CoAttention(c.dim)
+        self.output_norm = nn.LayerNorm(c.dim)
+        self.window = c.short_window
+
+    def forward(self, tokens: torch.Tensor, every_prefix: bool = True) -> torch.Tensor:
+        """(B, L) right-padded tokens -> (B, L, K + J, D) every prefix's interests, or
+        (B, K + J, D) the whole history's."""
+        states = self.encoder(tokens)  # (B, L, D)
+        real = tokens != PAD  # (B, L)
+        position = torch.arange(tokens.shape[1], device=tokens.device)
+        if every_prefix:  # prefix t holds events s <= t; its newest are t - s < window
+            age = position.view(-1, 1) - position.view(1, -1)  # (T, S)
+            held = (age >= 0).unsqueeze(0) & real.unsqueeze(1)  # (B, T, S)
+            recent = held & (age < self.window).unsqueeze(0)
+        else:
+            held = real.unsqueeze(1)  # (B, 1, S)
+            age = (real.sum(dim=1, keepdim=True) - 1) - position.view(1, -1)  # (B, S)
+            recent = held & (age < self.window).unsqueeze(1)
+        long = self.long_term(states, held)
+        short = self.short_term(states, recent)
+        both = torch.cat([self.long_reads_short(long, short),
+                          self.short_reads_long(short, long)], dim=2)
+        interests = self.output_norm(both)
+        return interests if every_prefix else interests[:, 0]
 
     def item_weights(self) -> torch.Tensor:
         return self.encoder.item_weights()
@@ -233,3 +364,17 @@ class DESMIL(ComiRec):
                 losses.weighted_hsic(features, torch.softmax(logits, dim=0)).backward()
                 optimiser.step()
         return (torch.softmax(logits.detach(), dim=0) * count).clamp(max=c.max_sample_weight)
+
+
+class HCN(ComiRec):
+    """HCN (from its abstract): hierarchical long- and short-term interest centers joined by
+    a co-interest network; trained and served as ComiRec."""
+
+    name = "hcn"
+    config_class = HCNConfig
+
+    def _build_module(self, n_items: int) -> nn.Module:
+        return HCNEncoder(n_items, self.config)
+
+    def _vector_shape(self) -> tuple[int, ...]:
+        return (self.config.n_interests + self.config.n_short_interests, self.config.dim)

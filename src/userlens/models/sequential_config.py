@@ -299,6 +299,9 @@ class HCNConfig(ComiRecConfig, frozen=True, extra="forbid"):
     """The newest events the short-term interests are extracted from."""
     n_short_interests: int = Field(default=1, gt=0)
     """Short-term interest vectors (each user gets n_interests + n_short_interests)."""
+    center_dropout: float = Field(default=0.0, ge=0, lt=1)
+    """Dropout on what each center update adds (the pooled events and the feed-forward
+    step), training only."""
 
     @model_validator(mode="after")
     def _own_short_term(self) -> HCNConfig:

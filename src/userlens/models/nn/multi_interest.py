@@ -148,8 +148,9 @@ class CenterUpdate(nn.Module):
     each center moved by the assignment-weighted mean of its events, then a feed-forward
     step (both residual)."""
 
-    def __init__(self, dim: int, width_mult: int) -> None:
+    def __init__(self, dim: int, width_mult: int, dropout: float = 0.0) -> None:
         super().__init__()
+        self.dropout = dropout
         self.query = nn.Linear(dim, dim, bias=False)
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
@@ -172,19 +173,21 @@ class CenterUpdate(nn.Module):
         share = self.assignment(centers, states, valid)  # (B, T, K, S)
         mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
         pooled = (share @ self.value(states).unsqueeze(1)) / (mass + 1e-6)  # (B, T, K, D)
-        centers = centers + pooled
-        return centers + self.feed(self.feed_norm(centers))
+        centers = centers + fast_dropout(pooled, self.dropout, self.training)
+        return centers + fast_dropout(self.feed(self.feed_norm(centers)), self.dropout,
+                                      self.training)
 
 
 class HierarchicalExtractor(nn.Module):
     """K learned centers refined by ``n_levels`` center updates over a user's events."""
 
     def __init__(self, dim: int, n_centers: int, n_levels: int, width_mult: int,
-                 init_std: float) -> None:
+                 init_std: float, dropout: float) -> None:
         super().__init__()
         self.centers = nn.Parameter(torch.randn(n_centers, dim) * init_std)
         self.state_norm = nn.LayerNorm(dim)
-        self.levels = nn.ModuleList(CenterUpdate(dim, width_mult) for _ in range(n_levels))
+        self.levels = nn.ModuleList(CenterUpdate(dim, width_mult, dropout)
+                                    for _ in range(n_levels))
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """(B, S, D) states and (B, T, S) which events each of T prefixes holds ->
@@ -222,9 +225,9 @@ class HCNEncoder(nn.Module):
         super().__init__()
         self.encoder = sequence_encoder(n_items, c)
         self.long_term = HierarchicalExtractor(c.dim, c.n_interests, c.n_levels,
-                                               c.attention_mult, c.init_std)
+                                               c.attention_mult, c.init_std, c.center_dropout)
         self.short_term = HierarchicalExtractor(c.dim, c.n_short_interests, c.n_levels,
-                                                c.attention_mult, c.init_std)
+                                                c.attention_mult, c.init_std, c.center_dropout)
         self.long_reads_short = CoAttention(c.dim)
         self.short_reads_long = CoAttention(c.dim)
         self.output_norm = nn.LayerNorm(c.dim)

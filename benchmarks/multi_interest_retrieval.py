@@ -80,8 +80,8 @@ def main() -> None:
         exact = evaluate(model, split, METRICS, seed=config.seed)
         exact_seconds = time.perf_counter() - started
         exact_top = model.recommend(concat_histories(split, exact.users), 50)[0]
-        n_queries = (model.config.n_interests + int(model.config.short_term)
-                     if model.can(Capability.INTERESTS) else 1)
+        n_queries = int(AnnRetrieval(model, None).queries(  # type: ignore[arg-type]
+            concat_histories(split, exact.users[:1])).shape[1])  # K (+ short-term) or 1
         row = {"artefact": str(path), "model": model.name, "queries_per_user": n_queries,
                "exact": {**exact.means(), "us_per_user": 1e6 * exact_seconds / len(
                    exact.users)}, "ann": []}

@@ -37,6 +37,13 @@ SETTINGS = [("hnsw", 64), ("hnsw", 256), ("ivf", 8), ("ivf", 32)]
 METRICS = ["recall@50", "ndcg@10"]
 
 
+def query_vectors(model: Recommender, histories: Histories) -> np.ndarray:
+    """(B, Q, d): K interest vectors, or one user vector, per user."""
+    if model.can(Capability.INTERESTS):
+        return model.interest_vectors(histories)
+    return model.user_vectors(histories)[:, None, :]
+
+
 class AnnRetrieval:
     """What ``evaluate`` calls (``recommend``), answered through the ANN index."""
 
@@ -45,10 +52,7 @@ class AnnRetrieval:
         self.top: list[np.ndarray] = []
 
     def queries(self, histories: Histories) -> np.ndarray:
-        """(B, Q, d): K interest vectors, or one user vector, per user."""
-        if self.model.can(Capability.INTERESTS):
-            return self.model.interest_vectors(histories)
-        return self.model.user_vectors(histories)[:, None, :]
+        return query_vectors(self.model, histories)
 
     def recommend(self, histories: Histories, k: int, *, exclude: bool = True,
                   allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +84,8 @@ def main() -> None:
         exact = evaluate(model, split, METRICS, seed=config.seed)
         exact_seconds = time.perf_counter() - started
         exact_top = model.recommend(concat_histories(split, exact.users), 50)[0]
-        n_queries = int(AnnRetrieval(model, None).queries(  # type: ignore[arg-type]
-            concat_histories(split, exact.users[:1])).shape[1])  # K (+ short-term) or 1
+        n_queries = int(query_vectors(model, concat_histories(split, exact.users[:1])
+                                      ).shape[1])  # K (+ short-term) or 1
         row = {"artefact": str(path), "model": model.name, "queries_per_user": n_queries,
                "exact": {**exact.means(), "us_per_user": 1e6 * exact_seconds / len(
                    exact.users)}, "ann": []}

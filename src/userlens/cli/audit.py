@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from userlens.cli.common import data_home_path, err, fail, mirror_path, out, user_errors
 
 audit_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="Audits: what models reveal, whom they serve worse, who can "
                              "manipulate them.")
-out = Console()
-err = Console(stderr=True)
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment TOML file with an [audit] section")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print only the JSON report")]
@@ -25,11 +24,6 @@ OutOpt = Annotated[Path | None, typer.Option("--out", help="report folder (defau
 FromRunOpt = Annotated[Path | None, typer.Option(
     "--from-run", help="load the models of a 'userlens run' of this config (runs/<name>) "
                        "instead of fitting them")]
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code=2)
 
 
 def _notify(started: float) -> Callable[[str, dict], None]:
@@ -49,18 +43,17 @@ def _run(kind: str, config_path: Path, json_output: bool, out_dir: Path | None,
          table: Callable) -> None:
     from userlens.artefact import ArtefactError
     from userlens.audits.attributes import MissingAttributeError
-    from userlens.cli.main import _data_home, _mirror, _user_errors
     from userlens.config import load_config
     from userlens.pipeline import load_data, make_split
 
     started = time.perf_counter()
     try:
         config = load_config(config_path)
-        dataset = load_data(config.data, mirror=_mirror(), data_home=_data_home())
+        dataset = load_data(config.data, mirror=mirror_path(), data_home=data_home_path())
         split = make_split(dataset, config.split, config.seed)
         report = audit(config, dataset, split, notify=_notify(started), from_run=from_run)
-    except (MissingAttributeError, ArtefactError, *_user_errors()) as error:
-        _fail(str(error).strip("'\""))
+    except (MissingAttributeError, ArtefactError, *user_errors()) as error:
+        fail(str(error).strip("'\""))
     target = out_dir or Path("runs") / config.name / "audit"
     target.mkdir(parents=True, exist_ok=True)
     report["seconds"] = time.perf_counter() - started

@@ -14,6 +14,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
+from userlens.cli.common import data_home_path, err, fail, mirror_path, out, user_errors
+
 profiles_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                            help="Profiles of every user of a dataset.")
 
@@ -80,7 +82,6 @@ def profile_command(
 ) -> None:
     """Show one user's profile from their stored events (fill the database with
     `userlens import-events CONFIG` or through the API)."""
-    from userlens.cli.main import _fail, err, out
     from userlens.llm import LLMError
     from userlens.profiles.llm_summary import summarise
     from userlens.serving.engine import ArtefactError
@@ -90,25 +91,25 @@ def profile_command(
     from userlens.serving.storage import Storage
 
     if summary not in ("template", "llm"):
-        _fail(f"--summary must be template or llm, not {summary!r}")
+        fail(f"--summary must be template or llm, not {summary!r}")
     try:
         settings = ServeSettings(artefact=artefact, **({"db": db} if db else {}))
         storage = Storage(settings.database_url())
         engine = load_engine(artefact, settings)
     except (ArtefactError, OSError, ValueError) as error:
-        _fail(str(error))
+        fail(str(error))
     profiles = Profiles(Service(engine, storage, settings))
     try:
         found = profiles.profile(user_id)
     except UnknownUser:
-        _fail(f"no events or controls stored for user {user_id!r} in {storage.url} "
+        fail(f"no events or controls stored for user {user_id!r} in {storage.url} "
               "(import them with `userlens import-events CONFIG`)")
     if summary == "llm":
         try:
             written = summarise(found, engine.population, profiles.client(),
                                 item_noun=settings.item_noun)
         except LLMError as error:
-            _fail(str(error))
+            fail(str(error))
         found = found.model_copy(update={"summary": written.summary})
         if written.rejected:
             err.print(f"the LLM summary was unfaithful ({', '.join(written.check.unsupported)})"
@@ -131,7 +132,6 @@ def export_command(
 ) -> None:
     """Write every user's profile of the config's data to Parquet: one row per user
     (user_id, version, interests, clusters, behaviour, summary_text, ...)."""
-    from userlens.cli.main import _data_home, _fail, _mirror, _user_errors, err, out
     from userlens.config import load_config
     from userlens.llm import LLMError, api_key, connect
     from userlens.pipeline import load_data
@@ -139,12 +139,12 @@ def export_command(
 
     try:
         experiment = load_config(config)
-        dataset = load_data(experiment.data, mirror=_mirror(), data_home=_data_home())
+        dataset = load_data(experiment.data, mirror=mirror_path(), data_home=data_home_path())
         settings = experiment.profiles
         llm = (connect(experiment.llm, api_key=api_key(experiment.llm, dict(os.environ)))
                if settings.summary == "llm" else None)
-    except (*_user_errors(), LLMError) as error:
-        _fail(str(error))
+    except (*user_errors(), LLMError) as error:
+        fail(str(error))
     with Progress(TextColumn("profiles"), BarColumn(), TextColumn("{task.completed:,}/"
                                                                    "{task.total:,}"),
                   TimeElapsedColumn(), console=err, disable=json_output) as bar:

@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 from userlens.config import Protocol
-from userlens.data.interactions import ItemCatalog, concatenate
+from userlens.data.interactions import Histories, ItemCatalog, concatenate
 from userlens.data.splits import Split
 from userlens.evaluation import metrics as M
 from userlens.models.base import Recommender, select
@@ -125,24 +125,69 @@ def evaluate(
     history_events = concatenate([split.train, split.valid]) if stage == "test" else split.train
     n_items = split.train.n_items
     history_matrix = history_events.to_csr()
-    target_matrix = targets_part.to_csr()
-    users_with_targets = int((np.diff(target_matrix.indptr) > 0).sum())
-    exclude_history = protocol.repeats == "exclude"
-    n_repeated = 0
-    if exclude_history:
-        repeated = target_matrix.multiply(history_matrix)
-        n_repeated = int(repeated.nnz)
-        target_matrix = (target_matrix - repeated).tocsr()
-        target_matrix.eliminate_zeros()
-    n_relevant_all = np.diff(target_matrix.indptr)
-    users = np.flatnonzero(n_relevant_all > 0)
+    targets = _Targets.build(targets_part.to_csr(), history_matrix, protocol.repeats)
+    users = np.flatnonzero(targets.n_relevant > 0)
     if len(users) == 0:
         raise ValueError(f"no user has a {stage} item to find; check the split")
-    max_k = max((s.k or 0 for s in specs), default=10)
-    need_scores = any(s.needs_scores for s in specs)
     if batch_size is None:  # about 64 MB of float32 scores per batch
         batch_size = int(max(1, min(4096, 16_000_000 // max(n_items, 1))))
+    context = _metric_context(split, specs, catalog, model)
+    ranker = _BatchRanker(
+        model, specs, targets, protocol, n_items,
+        max_k=max((s.k or 0 for s in specs), default=10),
+        rng=np.random.default_rng(seed),
+        weights=context.item_counts + 1.0 if protocol.sampler == "popularity" else None,
+        known_all=(history_matrix + targets_part.to_csr()).tocsr()
+        if protocol.kind == "sampled" else None)
 
+    per_user: dict[str, list[np.ndarray]] = {str(s): [] for s in specs if s.per_user}
+    all_recommended: list[np.ndarray] = []
+    started = time.perf_counter()
+    all_histories = history_events.histories(users)  # one chronological sort for all batches
+    for start in range(0, len(users), batch_size):
+        batch = users[start:start + batch_size]
+        evaluated = ranker.rank(batch, all_histories.slice(start, start + len(batch)))
+        all_recommended.append(evaluated.items)
+        for metric in specs:
+            if metric.per_user:
+                per_user[str(metric)].append(metric.values(evaluated, context))
+        if progress:
+            progress(min(start + batch_size, len(users)), len(users))
+
+    summary, values = _summaries(specs, per_user, np.concatenate(all_recommended), context,
+                                 len(users))
+    return EvalResult(
+        protocol=protocol.label(), stage=stage, summary=summary, per_user=values,
+        users=users, eval_seconds=time.perf_counter() - started,
+        info={"users": int(len(users)), "users_with_targets": targets.users_with_targets,
+              "targets_removed_as_repeats": targets.n_repeated, "repeats": protocol.repeats})
+
+
+@dataclass
+class _Targets:
+    """The stage's targets per user, less those already in the history when repeats are
+    excluded (they cannot be ranked then; their count is reported)."""
+
+    matrix: sp.csr_matrix
+    n_relevant: np.ndarray
+    users_with_targets: int
+    n_repeated: int
+
+    @classmethod
+    def build(cls, matrix: sp.csr_matrix, history: sp.csr_matrix, repeats: str) -> _Targets:
+        users_with_targets = int((np.diff(matrix.indptr) > 0).sum())
+        n_repeated = 0
+        if repeats == "exclude":
+            repeated = matrix.multiply(history)
+            n_repeated = int(repeated.nnz)
+            matrix = (matrix - repeated).tocsr()
+            matrix.eliminate_zeros()
+        return cls(matrix, np.diff(matrix.indptr), users_with_targets, n_repeated)
+
+
+def _metric_context(split: Split, specs: list[M.Metric], catalog: ItemCatalog | None,
+                    model: Recommender) -> M.Context:
+    """Training counts and shares (novelty, coverage) and item vectors (ILD) for the metrics."""
     item_counts = split.train.item_counts().astype(np.float64)
     train_users = max(1, int((split.train.user_counts() > 0).sum()))
     users_per_item = np.diff(split.train.to_csr().tocsc().indptr).astype(np.float64)
@@ -153,45 +198,51 @@ def evaluate(
         if item_vectors is None:
             raise ValueError("metric 'ild' needs item categories (a catalogue) or a model "
                              "with item embeddings")
-    context = M.Context(n_items, item_counts, share, item_vectors)
-    rng = np.random.default_rng(seed)
-    weights = item_counts + 1.0 if protocol.sampler == "popularity" else None
-    known_all = (history_matrix + targets_part.to_csr()).tocsr() if protocol.kind == "sampled" \
-        else None
+    return M.Context(split.train.n_items, item_counts, share, item_vectors)
 
-    per_user: dict[str, list[np.ndarray]] = {str(s): [] for s in specs if s.per_user}
-    all_recommended: list[np.ndarray] = []
-    started = time.perf_counter()
-    all_histories = history_events.histories(users)  # one chronological sort for all batches
-    for start in range(0, len(users), batch_size):
-        batch = users[start:start + batch_size]
-        histories = all_histories.slice(start, start + len(batch))
-        batch_targets = target_matrix[batch]
+
+@dataclass
+class _BatchRanker:
+    """Top-k for one batch of users through the model, under the protocol's exclusions and
+    (sampled protocol) candidate sets, with the hits against the batch's targets."""
+
+    model: Recommender
+    specs: list[M.Metric]
+    targets: _Targets
+    protocol: Protocol
+    n_items: int
+    max_k: int
+    rng: np.random.Generator
+    weights: np.ndarray | None
+    known_all: sp.csr_matrix | None
+
+    def rank(self, batch: np.ndarray, histories: Histories) -> M.Batch:
+        batch_targets = self.targets.matrix[batch]
+        exclude = self.protocol.repeats == "exclude"
         candidate = None
-        if protocol.kind == "sampled":
-            negatives = _sample_candidates(rng, known_all[batch], n_items,
-                                           protocol.n_negatives, weights)
-            candidate = np.zeros((len(batch), n_items), dtype=bool)
+        if self.protocol.kind == "sampled":
+            negatives = _sample_candidates(self.rng, self.known_all[batch], self.n_items,
+                                           self.protocol.n_negatives, self.weights)
+            candidate = np.zeros((len(batch), self.n_items), dtype=bool)
             candidate[np.arange(len(batch))[:, None], negatives] = True
             candidate[batch_targets.nonzero()] = True
         scores = None
-        if need_scores:  # AUC reads every score: score once, then the same masking + top-k
-            scores = np.array(model.score(histories), dtype=np.float32, copy=True)
-            items, values = select(scores, histories, max_k, exclude=exclude_history,
+        if any(s.needs_scores for s in self.specs):
+            # AUC reads every score: score once, then the same masking + top-k
+            scores = np.array(self.model.score(histories), dtype=np.float32, copy=True)
+            items, values = select(scores, histories, self.max_k, exclude=exclude,
                                    allowed=candidate)
         else:
-            items, values = model.recommend(histories, max_k, exclude=exclude_history,
-                                            allowed=candidate)  # (B, K)
+            items, values = self.model.recommend(histories, self.max_k, exclude=exclude,
+                                                 allowed=candidate)  # (B, K)
         hits = _hits(batch_targets, items) & np.isfinite(values)
-        evaluated = M.Batch(items, hits, n_relevant_all[batch], batch_targets, scores)
-        all_recommended.append(items)
-        for metric in specs:
-            if metric.per_user:
-                per_user[str(metric)].append(metric.values(evaluated, context))
-        if progress:
-            progress(min(start + batch_size, len(users)), len(users))
+        return M.Batch(items, hits, self.targets.n_relevant[batch], batch_targets, scores)
 
-    recommended = np.concatenate(all_recommended)
+
+def _summaries(specs: list[M.Metric], per_user: dict[str, list[np.ndarray]],
+               recommended: np.ndarray, context: M.Context, n_users: int
+               ) -> tuple[dict[str, MetricSummary], dict[str, np.ndarray]]:
+    """Per-user metrics become means with intervals; catalogue metrics one value."""
     summary: dict[str, MetricSummary] = {}
     values: dict[str, np.ndarray] = {}
     for metric in specs:
@@ -201,12 +252,8 @@ def evaluate(
             summary[key] = summarize(values[key])
         else:
             value = metric.aggregate(recommended, context)
-            summary[key] = MetricSummary(value, value, value, len(users))
-    return EvalResult(
-        protocol=protocol.label(), stage=stage, summary=summary, per_user=values,
-        users=users, eval_seconds=time.perf_counter() - started,
-        info={"users": int(len(users)), "users_with_targets": users_with_targets,
-              "targets_removed_as_repeats": n_repeated, "repeats": protocol.repeats})
+            summary[key] = MetricSummary(value, value, value, n_users)
+    return summary, values
 
 
 def _hits(targets: sp.csr_matrix, items: np.ndarray) -> np.ndarray:

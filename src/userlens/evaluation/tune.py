@@ -21,6 +21,8 @@ from typing import Any
 
 from userlens.config import ConfigError, ExperimentConfig, ModelEntry, SearchRange
 from userlens.data.datasets import DEFAULT_DATA_HOME
+from userlens.data.interactions import Dataset
+from userlens.data.splits import Split
 from userlens.evaluation.experiment import run_experiment
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability
@@ -77,61 +79,10 @@ def tune_experiment(
     chosen: dict[str, ModelEntry] = {}
     studies = []
     for entry in searched:
-        started = time.perf_counter()
-        study = optuna.create_study(
-            study_name=entry.display, storage=storage, direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=config.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
-            load_if_exists=True)
-        own = {key: entry.params[key] for key, space in entry.search.items()
-               if key in entry.params and space.contains(entry.params[key])}
-        if not study.trials and len(own) == len(entry.search):
-            # the config's own values are the first trial: the search starts from the
-            # setting it is meant to improve, and the winner is never worse on validation
-            study.enqueue_trial(own)
-
-        def objective(trial: Any, entry: ModelEntry = entry) -> float:
-            drawn = {key: suggest(trial, key, space) for key, space in entry.search.items()}
-            notify("trial_start", {"model": entry.display, "trial": trial.number,
-                                   "params": drawn})
-            model = create(entry.name, {**entry.params, **drawn})
-            if model.can(Capability.EPOCHS):
-                def report(record: dict) -> None:
-                    notify("epoch", {"model": entry.display, "trial": trial.number, **record})
-                    value = valid_value(record)
-                    if value is not None:
-                        trial.report(value, record["epoch"])
-                        if trial.should_prune():
-                            raise optuna.TrialPruned()
-
-                model.set_epoch_callback(report)
-            give_side_data(model, dataset)
-            model.fit(split.train, valid=split.valid, seed=config.seed)
-            result = evaluate(model, split, [OBJECTIVE], stage="valid",
-                              protocol=config.evaluation.protocol, catalog=dataset.catalog,
-                              batch_size=config.evaluation.batch_size, seed=config.seed)
-            return result.means()[OBJECTIVE]
-
-        def finished(study: Any, trial: Any, entry: ModelEntry = entry) -> None:
-            notify("trial_end", {"model": entry.display, "trial": trial.number,
-                                 "state": trial.state.name, "value": trial.value,
-                                 "params": trial.params})
-
-        study.optimize(objective, n_trials=trials, timeout=time_limit, callbacks=[finished],
-                       catch=())
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        if not done:
-            raise RuntimeError(f"{entry.display}: no trial completed (all pruned or failed)")
-        best = study.best_trial
-        chosen[entry.display] = entry.model_copy(update={
-            "params": {**entry.params, **best.params}, "search": {}})
-        studies.append({
-            "model": entry.display, "trials": len(study.trials), "completed": len(done),
-            "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
-            "seconds": time.perf_counter() - started, "best_trial": best.number,
-            f"best_valid_{OBJECTIVE}": best.value, "best_params": best.params,
-            "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
-        })
+        winner, study = _search(entry, config, dataset, split, storage, trials, time_limit,
+                                notify)
+        chosen[entry.display] = winner
+        studies.append(study)
     tuned = config.model_copy(update={
         "name": f"{config.name}-tuned",
         "models": [chosen.get(entry.display, entry) for entry in config.models]})
@@ -148,3 +99,73 @@ def tune_experiment(
                "best_config": str(best_path), "test": report}
     (out_dir / "tune.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split,
+            storage: str, trials: int, time_limit: float | None,
+            notify: Callable[[str, dict], None]) -> tuple[ModelEntry, dict]:
+    """One model's study: the winning entry (its search spent) and the study's summary."""
+    import optuna
+
+    started = time.perf_counter()
+    study = optuna.create_study(
+        study_name=entry.display, storage=storage, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=config.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
+        load_if_exists=True)
+    own = {key: entry.params[key] for key, space in entry.search.items()
+           if key in entry.params and space.contains(entry.params[key])}
+    if not study.trials and len(own) == len(entry.search):
+        # the config's own values are the first trial: the search starts from the
+        # setting it is meant to improve, and the winner is never worse on validation
+        study.enqueue_trial(own)
+
+    def finished(study: Any, trial: Any) -> None:
+        notify("trial_end", {"model": entry.display, "trial": trial.number,
+                             "state": trial.state.name, "value": trial.value,
+                             "params": trial.params})
+
+    study.optimize(_objective(entry, config, dataset, split, notify), n_trials=trials,
+                   timeout=time_limit, callbacks=[finished], catch=())
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not done:
+        raise RuntimeError(f"{entry.display}: no trial completed (all pruned or failed)")
+    best = study.best_trial
+    winner = entry.model_copy(update={"params": {**entry.params, **best.params}, "search": {}})
+    return winner, {
+        "model": entry.display, "trials": len(study.trials), "completed": len(done),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials),
+        "seconds": time.perf_counter() - started, "best_trial": best.number,
+        f"best_valid_{OBJECTIVE}": best.value, "best_params": best.params,
+        "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
+    }
+
+
+def _objective(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split,
+               notify: Callable[[str, dict], None]) -> Callable[[Any], float]:
+    """A trial: draw the parameters, train on the training split (pruned on the validation
+    curve where the model trains in epochs), score validation NDCG@10. Never the test."""
+    import optuna
+
+    def objective(trial: Any) -> float:
+        drawn = {key: suggest(trial, key, space) for key, space in entry.search.items()}
+        notify("trial_start", {"model": entry.display, "trial": trial.number, "params": drawn})
+        model = create(entry.name, {**entry.params, **drawn})
+        if model.can(Capability.EPOCHS):
+            def report(record: dict) -> None:
+                notify("epoch", {"model": entry.display, "trial": trial.number, **record})
+                value = valid_value(record)
+                if value is not None:
+                    trial.report(value, record["epoch"])
+                    if trial.should_prune():
+                        raise optuna.TrialPruned()
+
+            model.set_epoch_callback(report)
+        give_side_data(model, dataset)
+        model.fit(split.train, valid=split.valid, seed=config.seed)
+        result = evaluate(model, split, [OBJECTIVE], stage="valid",
+                          protocol=config.evaluation.protocol, catalog=dataset.catalog,
+                          batch_size=config.evaluation.batch_size, seed=config.seed)
+        return result.means()[OBJECTIVE]
+
+    return objective

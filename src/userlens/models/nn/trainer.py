@@ -116,32 +116,17 @@ def train(
     best_state = copy.deepcopy(module.state_dict())
     bad_rounds = 0
     started = time.perf_counter()
-    autocast_type = "cuda" if device.type == "cuda" else "cpu"
+    step = _Step(model, module, optimizer, sequences, batch_loss, generator, sequence_weights,
+                 device, c)
     for epoch in range(1, c.max_epochs + 1):
         epoch_started = time.perf_counter()
         if before_epoch is not None:
             module.eval()
             before_epoch(epoch)
         model.train()
-        batches = (length_batches(lengths, c.batch_size, rng) if c.batching == "length"
-                   else random_batches(len(lengths), c.batch_size, rng))
-        if world_size > 1:
-            # batch_size is the global batch: each rank takes its slice of every batch, so
-            # the steps per epoch and the effective batch match a single process (and every
-            # rank makes the same number of steps, or DDP's all-reduce would wait forever).
-            batches = [b[rank::world_size] for b in batches if len(b) >= world_size]
         total_loss, n_sequences = 0.0, 0
-        for batch in batches:
-            with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=c.amp):
-                weights = None if sequence_weights is None else torch.from_numpy(
-                    sequence_weights[batch].astype(np.float32)).to(device)
-                loss = batch_loss(model, [sequences[i] for i in batch], generator, weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if c.grad_clip is not None:
-                nn.utils.clip_grad_norm_(module.parameters(), c.grad_clip)
-            optimizer.step()
-            total_loss += float(loss.detach()) * len(batch)
+        for batch in _epoch_batches(lengths, c, rng, rank, world_size):
+            total_loss += step(batch) * len(batch)
             n_sequences += len(batch)
         epoch_seconds = time.perf_counter() - epoch_started
         record = {"epoch": epoch, "loss": total_loss / max(n_sequences, 1),
@@ -163,13 +148,8 @@ def train(
         logger.info("epoch %d: %s", epoch, record)
         if on_epoch is not None and rank == 0:
             on_epoch(record)
-        if bad_rounds >= c.patience:
-            history.stopped = (f"early stopping: no better validation NDCG@{c.valid_k} in "
-                               f"{c.patience} checks")
-            break
-        if c.time_limit_seconds is not None \
-                and time.perf_counter() - started > c.time_limit_seconds:
-            history.stopped = f"time limit of {c.time_limit_seconds:.0f} s reached"
+        history.stopped = _stop_reason(c, bad_rounds, time.perf_counter() - started)
+        if history.stopped:
             break
     else:
         history.stopped = f"max_epochs={c.max_epochs} reached"
@@ -178,6 +158,58 @@ def train(
     module.eval()
     history.seconds = time.perf_counter() - started
     return history
+
+
+def _epoch_batches(lengths: np.ndarray, c: TrainingConfig, rng: np.random.Generator,
+                   rank: int, world_size: int) -> list[np.ndarray]:
+    """One epoch's batches of sequence indices (this rank's share under DDP)."""
+    batches = (length_batches(lengths, c.batch_size, rng) if c.batching == "length"
+               else random_batches(len(lengths), c.batch_size, rng))
+    if world_size > 1:
+        # batch_size is the global batch: each rank takes its slice of every batch, so
+        # the steps per epoch and the effective batch match a single process (and every
+        # rank makes the same number of steps, or DDP's all-reduce would wait forever).
+        batches = [b[rank::world_size] for b in batches if len(b) >= world_size]
+    return batches
+
+
+@dataclass
+class _Step:
+    """One optimizer step on one batch; returns the batch's loss."""
+
+    model: nn.Module
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    sequences: list[np.ndarray]
+    batch_loss: BatchLoss
+    generator: torch.Generator
+    sequence_weights: np.ndarray | None
+    device: torch.device
+    config: TrainingConfig
+
+    def __call__(self, batch: np.ndarray) -> float:
+        c = self.config
+        autocast_type = "cuda" if self.device.type == "cuda" else "cpu"
+        with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=c.amp):
+            weights = None if self.sequence_weights is None else torch.from_numpy(
+                self.sequence_weights[batch].astype(np.float32)).to(self.device)
+            loss = self.batch_loss(self.model, [self.sequences[i] for i in batch],
+                                   self.generator, weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if c.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.module.parameters(), c.grad_clip)
+        self.optimizer.step()
+        return float(loss.detach())
+
+
+def _stop_reason(c: TrainingConfig, bad_rounds: int, elapsed: float) -> str:
+    """Why training stops after this epoch ("" to go on): patience or the time limit."""
+    if bad_rounds >= c.patience:
+        return f"early stopping: no better validation NDCG@{c.valid_k} in {c.patience} checks"
+    if c.time_limit_seconds is not None and elapsed > c.time_limit_seconds:
+        return f"time limit of {c.time_limit_seconds:.0f} s reached"
+    return ""
 
 
 def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:

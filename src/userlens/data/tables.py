@@ -96,43 +96,10 @@ def build_dataset(
         row = first_bad(raw, pl.col(field).is_null() | (pl.col(field) == ""))
         if row is not None:
             raise format_error(path, row.get("_line"), field, "empty id")
-
     has_time = "timestamp" in raw.columns
-    if has_time:
-        row = first_bad(raw, pl.col("timestamp").is_null())
-        if row is not None:
-            raise format_error(path, row.get("_line"), "timestamp", "missing value")
-        timestamp = _parse_time(raw, path)
-    elif "_position" in raw.columns:
-        timestamp = raw["_position"].cast(pl.Int64)
-    else:
-        timestamp = raw.select(pl.int_range(pl.len()).over("user_id")).to_series()
-
-    if "value" in raw.columns:
-        value = raw["value"]
-        # a blank value is "no value given": weight 1, like a log without the column
-        if not value.dtype.is_numeric():
-            text = value.str.strip_chars()
-            blank = text.is_null() | (text == "")
-            value = pl.when(blank).then(pl.lit("1")).otherwise(text)
-            value = raw.select(value.alias("value"))["value"].cast(pl.Float64, strict=False)
-            bad = raw.filter(value.is_null())
-            if bad.height:
-                row = bad.row(0, named=True)
-                raise format_error(path, row.get("_line"), "value",
-                                   f"'{row['value']}' is not a number")
-        value = value.fill_null(1.0).cast(pl.Float32)
-    else:
-        value = pl.Series("value", np.ones(raw.height, np.float32))
-
-    if "event_type" in raw.columns:
-        types = raw["event_type"].cast(pl.Utf8).fill_null("interaction")
-        event_types = tuple(types.unique(maintain_order=True).to_list())
-        type_codes = types.replace_strict(
-            {t: i for i, t in enumerate(event_types)}, return_dtype=pl.Int16).to_numpy()
-    else:
-        event_types = ("interaction",)
-        type_codes = np.zeros(raw.height, np.int16)
+    timestamp = _timestamps(raw, path)
+    value = _values(raw, path)
+    event_types, type_codes = _event_types(raw)
 
     user_ids = raw["user_id"].unique(maintain_order=True)
     item_ids = raw["item_id"].unique(maintain_order=True)
@@ -160,6 +127,48 @@ def build_dataset(
         name=name,
         source=str(path),
     )
+
+
+def _timestamps(raw: pl.DataFrame, path: Path) -> pl.Series:
+    """Seconds from the timestamp column; without one, the order within each user."""
+    if "timestamp" in raw.columns:
+        row = first_bad(raw, pl.col("timestamp").is_null())
+        if row is not None:
+            raise format_error(path, row.get("_line"), "timestamp", "missing value")
+        return _parse_time(raw, path)
+    if "_position" in raw.columns:
+        return raw["_position"].cast(pl.Int64)
+    return raw.select(pl.int_range(pl.len()).over("user_id")).to_series()
+
+
+def _values(raw: pl.DataFrame, path: Path) -> pl.Series:
+    """Event weights; a blank value is "no value given": weight 1, like a log without the
+    column. A value that is not a number is an error naming its line."""
+    if "value" not in raw.columns:
+        return pl.Series("value", np.ones(raw.height, np.float32))
+    value = raw["value"]
+    if not value.dtype.is_numeric():
+        text = value.str.strip_chars()
+        blank = text.is_null() | (text == "")
+        value = pl.when(blank).then(pl.lit("1")).otherwise(text)
+        value = raw.select(value.alias("value"))["value"].cast(pl.Float64, strict=False)
+        bad = raw.filter(value.is_null())
+        if bad.height:
+            row = bad.row(0, named=True)
+            raise format_error(path, row.get("_line"), "value",
+                               f"'{row['value']}' is not a number")
+    return value.fill_null(1.0).cast(pl.Float32)
+
+
+def _event_types(raw: pl.DataFrame) -> tuple[tuple[str, ...], np.ndarray]:
+    """(the event type names in order of first use, each event's code)."""
+    if "event_type" not in raw.columns:
+        return ("interaction",), np.zeros(raw.height, np.int16)
+    types = raw["event_type"].cast(pl.Utf8).fill_null("interaction")
+    event_types = tuple(types.unique(maintain_order=True).to_list())
+    codes = types.replace_strict(
+        {t: i for i, t in enumerate(event_types)}, return_dtype=pl.Int16).to_numpy()
+    return event_types, codes
 
 
 def _encode(column: pl.Series, vocabulary: pl.Series) -> np.ndarray:

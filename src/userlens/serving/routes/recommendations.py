@@ -33,7 +33,7 @@ from userlens.serving.schemas import (
     ScoredItem,
     SimilarOut,
 )
-from userlens.serving.service import InvalidFilter
+from userlens.serving.service import InvalidFilter, UserHistory
 from userlens.serving.settings import ServeSettings
 
 FILTER_PATTERN = r"^[^:]+:[\s\S]+$"
@@ -48,6 +48,17 @@ def recommended(items: list[Scored]) -> list[RecommendedItem]:
     """Items whose ``because``/``interest`` stay unset, so the routes' ``exclude_unset``
     leaves them out unless ``explain`` set them."""
     return [RecommendedItem(item_id=s.item_id, score=s.score, source=s.source) for s in items]
+
+
+async def explained(request: Request, history: UserHistory, items: list[Scored]
+                    ) -> list[RecommendedItem]:
+    """The items with ``because`` (the history events that drove each) and ``interest`` (the
+    profile interest it serves), from the profile builder, off the event loop."""
+    reasons = await run_in_threadpool(request.app.state.profiles.explain,
+                                      history.items, history.weights, items)
+    return [item.model_copy(update={
+        "because": [Reason(item_id=i, weight=w) for i, w in because], "interest": interest})
+        for item, (because, interest) in zip(recommended(items), reasons, strict=True)]
 
 
 def model_info(engine: Engine) -> ModelInfo:
@@ -86,14 +97,7 @@ def build(settings: ServeSettings) -> APIRouter:
         items, skipped, fallback = service.recommend(
             history.items, k, exclude_seen, where, allowed, weights=history.weights,
             seen=history.seen, controls=controls)
-        out = recommended(items)
-        if explain:
-            reasons = await run_in_threadpool(request.app.state.profiles.explain,
-                                              history.items, history.weights, items)
-            out = [item.model_copy(update={
-                "because": [Reason(item_id=i, weight=w) for i, w in because],
-                "interest": interest}) for item, (because, interest) in zip(out, reasons,
-                                                                             strict=True)]
+        out = await explained(request, history, items) if explain else recommended(items)
         return RecommendationsOut(user_id=user_id, items=out, fallback=fallback,
                                   history_length=len(history.items),
                                   unknown_items_skipped=skipped, model=model_info(engine))

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -54,37 +55,7 @@ def run(
     target = out_dir or Path("runs") / experiment.name
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
-    tasks: dict[str, int] = {}
-
-    def on_event(event: str, payload: dict) -> None:
-        if event == "data":
-            err.print(f"data: {payload['users']:,} users, {payload['items']:,} items, "
-                      f"{payload['interactions']:,} events ({payload['seconds']:.2f} s)")
-        elif event == "split":
-            err.print(f"split: {payload}")
-        elif event == "fit_start":
-            tasks[payload["model"]] = progress.add_task(f"fit {payload['model']}", total=None)
-        elif event == "fit_end":
-            progress.update(tasks[payload["model"]],
-                            description=f"evaluate {payload['model']}")
-        elif event == "epoch":
-            key = next((k for k in payload if k.startswith("valid_ndcg@")), None)
-            shown = f"{key.removeprefix('valid_')} {payload[key]:.4f}" if key else None
-            stage = f" {payload['stage']}" if "stage" in payload else ""
-            progress.update(tasks[payload["model"]], description=(
-                f"fit {payload['model']}{stage} epoch {payload['epoch']} loss "
-                f"{payload['loss']:.4f}" + (f" valid {shown}" if shown else "")
-                + f" ({payload['sequences_per_second']:.0f} seq/s)"))
-            err.print(f"  {payload['model']}{stage} epoch {payload['epoch']}: loss "
-                      f"{payload['loss']:.4f}, {payload['seconds']:.1f} s"
-                      + (f", valid {shown}" if shown else ""))
-        elif event == "eval_progress":
-            progress.update(tasks[payload["model"]], completed=payload["done"],
-                            total=payload["total"])
-        elif event == "eval_end":
-            progress.remove_task(tasks[payload["model"]])
-            err.print(f"{payload['model']}: " + ", ".join(
-                f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
+    on_event = _run_printer(progress)
 
     if experiment.conversation is not None:
         _run_conversation(experiment, target, json_output)
@@ -178,6 +149,44 @@ def tune(
     out.print(leaderboard_table(summary["test"]))
     out.print(f"best config: {summary['best_config']}; study: {target}/study.db; test "
               f"artefacts: {target}/winner/")
+
+
+def _run_printer(progress: Progress) -> Callable[[str, dict], None]:
+    """``userlens run``'s progress: data and split lines, a bar per model (fit, epochs with
+    validation, evaluation), one line per epoch and the model's metrics when it is done."""
+    tasks: dict[str, int] = {}
+
+    def on_event(event: str, payload: dict) -> None:
+        if event == "data":
+            err.print(f"data: {payload['users']:,} users, {payload['items']:,} items, "
+                      f"{payload['interactions']:,} events ({payload['seconds']:.2f} s)")
+        elif event == "split":
+            err.print(f"split: {payload}")
+        elif event == "fit_start":
+            tasks[payload["model"]] = progress.add_task(f"fit {payload['model']}", total=None)
+        elif event == "fit_end":
+            progress.update(tasks[payload["model"]],
+                            description=f"evaluate {payload['model']}")
+        elif event == "epoch":
+            key = next((k for k in payload if k.startswith("valid_ndcg@")), None)
+            shown = f"{key.removeprefix('valid_')} {payload[key]:.4f}" if key else None
+            stage = f" {payload['stage']}" if "stage" in payload else ""
+            progress.update(tasks[payload["model"]], description=(
+                f"fit {payload['model']}{stage} epoch {payload['epoch']} loss "
+                f"{payload['loss']:.4f}" + (f" valid {shown}" if shown else "")
+                + f" ({payload['sequences_per_second']:.0f} seq/s)"))
+            err.print(f"  {payload['model']}{stage} epoch {payload['epoch']}: loss "
+                      f"{payload['loss']:.4f}, {payload['seconds']:.1f} s"
+                      + (f", valid {shown}" if shown else ""))
+        elif event == "eval_progress":
+            progress.update(tasks[payload["model"]], completed=payload["done"],
+                            total=payload["total"])
+        elif event == "eval_end":
+            progress.remove_task(tasks[payload["model"]])
+            err.print(f"{payload['model']}: " + ", ".join(
+                f"{k}={v:.4f}" for k, v in payload["metrics"].items()))
+
+    return on_event
 
 
 def _run_conversation(experiment, target: Path, json_output: bool) -> None:

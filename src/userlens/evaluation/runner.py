@@ -215,10 +215,16 @@ class _BatchRanker:
     rng: np.random.Generator
     weights: np.ndarray | None
     known_all: sp.csr_matrix | None
+    exclude: bool = field(init=False)
+    need_scores: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exclude = self.protocol.repeats == "exclude"
+        self.need_scores = any(s.needs_scores for s in self.specs)
 
     def rank(self, batch: np.ndarray, histories: Histories) -> M.Batch:
         batch_targets = self.targets.matrix[batch]
-        exclude = self.protocol.repeats == "exclude"
+        exclude = self.exclude
         candidate = None
         if self.protocol.kind == "sampled":
             negatives = _sample_candidates(self.rng, self.known_all[batch], self.n_items,
@@ -227,7 +233,7 @@ class _BatchRanker:
             candidate[np.arange(len(batch))[:, None], negatives] = True
             candidate[batch_targets.nonzero()] = True
         scores = None
-        if any(s.needs_scores for s in self.specs):
+        if self.need_scores:
             # AUC reads every score: score once, then the same masking + top-k
             scores = np.array(self.model.score(histories), dtype=np.float32, copy=True)
             items, values = select(scores, histories, self.max_k, exclude=exclude,

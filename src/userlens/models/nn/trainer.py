@@ -189,8 +189,8 @@ class _Step:
 
     def __call__(self, batch: np.ndarray) -> float:
         c = self.config
-        autocast_type = "cuda" if self.device.type == "cuda" else "cpu"
-        with torch.autocast(autocast_type, dtype=torch.bfloat16, enabled=c.amp):
+        with torch.autocast(self.device.type if self.device.type == "cuda" else "cpu",
+                            dtype=torch.bfloat16, enabled=c.amp):
             weights = None if self.sequence_weights is None else torch.from_numpy(
                 self.sequence_weights[batch].astype(np.float32)).to(self.device)
             loss = self.batch_loss(self.model, [self.sequences[i] for i in batch],

@@ -52,6 +52,10 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     n_negatives: int = Field(default=256, gt=0)
     negative_sampler: Literal["uniform", "popularity"] = "uniform"
     """sampled_softmax only; popularity sampling is corrected with log-Q."""
+    pad_logit: bool = False
+    """ce only: one more class in the softmax whose logit is always 0, the padding token's
+    (K&V's SASRec port scores the whole embedding table, padding row included; that row
+    stays zero and untrained, so it adds exp(0) to every softmax denominator)."""
     gbce_t: float = Field(default=0.75, ge=0, le=1)
     """gSASRec calibration parameter t (gbce only)."""
     logit_bias: bool = True
@@ -94,6 +98,13 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     """torch CPU threads; None = all cores of the machine."""
     inference_batch_size: int = Field(default=512, gt=0)
 
+    @model_validator(mode="after")
+    def _pad_logit_needs_ce(self) -> SequentialConfig:
+        if self.pad_logit and self.loss != "ce":
+            raise ValueError(f"pad_logit applies to loss = \"ce\" only; loss is "
+                             f"\"{self.loss}\"")
+        return self
+
     def training(self) -> TrainingConfig:
         """The trainer's settings, taken from this config's fields of the same names."""
         return TrainingConfig(**{name: getattr(self, name)
@@ -119,6 +130,8 @@ class SASRecConfig(SequentialConfig, frozen=True, extra="forbid"):
     attention_init: Literal["normal", "xavier"] = "normal"
     """q/k/v weights: normal(init_std) like the rest, or Xavier-uniform as torch's
     MultiheadAttention (used by the SASRec PyTorch ports) initialises them."""
+    norm_eps: float = Field(default=1e-5, gt=0)
+    """Epsilon of every LayerNorm (torch's default; the SASRec PyTorch ports use 1e-8)."""
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> SASRecConfig:

@@ -63,6 +63,7 @@ def cycles(n_users=40, n_items=9, length=12, seed=0):
     ("sasrec", {"positions": "from_start", "attention_init": "xavier"}),
     ("sasrec", {"batching": "random"}),
     ("sasrec", {"loss_mean": "batch"}),
+    ("sasrec", {"pad_logit": True, "norm_eps": 1e-8}),
     ("gru4rec", {}),
     ("bert4rec", BERT_TINY),
     ("bert4rec", {**BERT_TINY, "layout": "post_norm"}),
@@ -352,6 +353,32 @@ def test_global_loss_mean_weighs_every_position_the_same(loss_mean):
     else:  # each batch averages its own positions: the 4 short ones weigh 9x more
         assert float(total) == pytest.approx(float(per_position[short].mean()
                                                    + per_position[long].mean()), rel=1e-5)
+
+
+def test_pad_logit_adds_one_zero_logit_class_to_the_softmax():
+    """K&V's port: the padding row of the embedding table is one more class, logit 0."""
+    events = cycle_walks(40, 9, 12, 0)
+    model = create("sasrec", {**TINY, "max_epochs": 1, "pad_logit": True,
+                              "loss_mean": "batch"}).fit(events)
+    torch.manual_seed(0)
+    hidden = torch.randn(40, TINY["dim"])
+    targets = torch.randint(0, events.n_items, (40,))
+    logits = hidden @ model.module_.item_weights().detach().T  # (T, n_items)
+    with_pad = torch.cat([logits, torch.zeros(40, 1)], dim=1)
+    loss = model._loss(hidden, targets, torch.Generator().manual_seed(0)).detach()
+    torch.testing.assert_close(loss, F.cross_entropy(with_pad, targets))
+    assert float(loss) > float(F.cross_entropy(logits, targets))  # the extra class costs
+    with pytest.raises(ValueError, match="pad_logit applies to loss"):
+        SASRecConfig(loss="bce", pad_logit=True)
+
+
+def test_norm_eps_reaches_every_layer_norm():
+    module = SASRec(SASRecConfig(**TINY, norm_eps=1e-8))._build_module(7)
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) == 2 * 2 + 1  # two per block (two blocks by default) and the final
+    assert {m.eps for m in norms} == {1e-8}
+    default = SASRec(SASRecConfig(**TINY))._build_module(7)
+    assert {m.eps for m in default.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
 
 
 @pytest.mark.parametrize("loss", ["ce", "sampled_softmax", "bce", "gbce"])

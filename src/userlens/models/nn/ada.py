@@ -159,7 +159,8 @@ class AdaRetrieval(SequentialRecommender):
                 n_items, c.dim, c.n_blocks, c.n_heads, c.max_len, c.dropout, causal=True,
                 ff_mult=c.ff_mult, activation=c.activation, layout=c.layout,
                 init_std=c.init_std, scale_embeddings=c.scale_embeddings,
-                positions=c.positions, attention_init=c.attention_init)
+                positions=c.positions, attention_init=c.attention_init,
+                norm_eps=c.norm_eps)
         return AdaModule(backbone, c.round_size, c.dim, c.dropout, seed=7_777)
 
     @property

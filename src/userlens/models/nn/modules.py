@@ -53,13 +53,13 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float,
-                 activation: str, layout: str = "pre_norm") -> None:
+                 activation: str, layout: str = "pre_norm", norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.n_heads, self.dropout, self.layout = n_heads, dropout, layout
-        self.attention_norm = nn.LayerNorm(dim)
+        self.attention_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attention_out = nn.Linear(dim, dim)
-        self.ff_norm = nn.LayerNorm(dim)
+        self.ff_norm = nn.LayerNorm(dim, eps=norm_eps)
         self.ff_in = nn.Linear(dim, ff_dim)
         self.ff_out = nn.Linear(ff_dim, dim)
         self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
@@ -119,7 +119,8 @@ class TransformerSequenceEncoder(nn.Module):
                  dropout: float, causal: bool, ff_mult: int = 4, n_special: int = 0,
                  activation: str = "gelu", layout: str = "pre_norm",
                  init_std: float = 0.02, scale_embeddings: bool = False,
-                 positions: str = "from_end", attention_init: str = "normal") -> None:
+                 positions: str = "from_end", attention_init: str = "normal",
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         self.n_items, self.max_len, self.causal, self.dropout = n_items, max_len, causal, dropout
         self.positions = positions_from_start if positions == "from_start" else positions_from_end
@@ -127,11 +128,11 @@ class TransformerSequenceEncoder(nn.Module):
         self.item_embedding = nn.Embedding(n_items + 1 + n_special, dim, padding_idx=PAD)
         self.position_embedding = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList([
-            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, layout)
+            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, layout, norm_eps)
             for _ in range(n_blocks)])
         post_norm = layout == "post_norm"  # blocks end normalised: norm the embeddings instead
-        self.embedding_norm = nn.LayerNorm(dim) if post_norm else nn.Identity()
-        self.final_norm = nn.Identity() if post_norm else nn.LayerNorm(dim)
+        self.embedding_norm = nn.LayerNorm(dim, eps=norm_eps) if post_norm else nn.Identity()
+        self.final_norm = nn.Identity() if post_norm else nn.LayerNorm(dim, eps=norm_eps)
         for module in self.modules():  # small normal init, as in BERT/GPT-2 and SASRec's ports
             if isinstance(module, nn.Linear | nn.Embedding):
                 nn.init.normal_(module.weight, std=init_std)
@@ -240,16 +241,18 @@ class MultiQueryEncoder(TransformerSequenceEncoder):
                  dropout: float, query_window: int, alpha: float, ff_mult: int = 1,
                  activation: str = "relu", init_std: float = 0.02,
                  scale_embeddings: bool = True, positions: str = "from_end",
-                 attention_init: str = "normal") -> None:
+                 attention_init: str = "normal", norm_eps: float = 1e-5) -> None:
         super().__init__(n_items, dim, n_blocks, n_heads, max_len, dropout, causal=True,
                          ff_mult=ff_mult, activation=activation, layout="sasrec",
                          init_std=init_std, scale_embeddings=scale_embeddings,
-                         positions=positions, attention_init=attention_init)
+                         positions=positions, attention_init=attention_init,
+                         norm_eps=norm_eps)
         self.query_window, self.alpha = query_window, alpha
         self.long_blocks = nn.ModuleList([
-            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, "sasrec")
+            TransformerBlock(dim, n_heads, dim * ff_mult, dropout, activation, "sasrec",
+                             norm_eps)
             for _ in range(n_blocks)])
-        self.long_norm = nn.LayerNorm(dim)
+        self.long_norm = nn.LayerNorm(dim, eps=norm_eps)
         for module in self.long_blocks.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=init_std)

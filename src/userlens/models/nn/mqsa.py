@@ -66,7 +66,8 @@ class MQSATED(SASRec):
                                  query_window=c.query_window, alpha=c.alpha,
                                  ff_mult=c.ff_mult, activation=c.activation,
                                  init_std=c.init_std, scale_embeddings=c.scale_embeddings,
-                                 positions=c.positions, attention_init=c.attention_init)
+                                 positions=c.positions, attention_init=c.attention_init,
+                                 norm_eps=c.norm_eps)
 
     def _prepare_training(self, sequences: list[np.ndarray], seed: int
                           ) -> Callable[[int], None] | None:

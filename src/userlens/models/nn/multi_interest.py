@@ -87,7 +87,8 @@ def sequence_encoder(n_items: int, c: ComiRecConfig) -> nn.Module:
             n_items, c.dim, c.n_blocks, c.n_heads, c.max_len, c.dropout, causal=True,
             ff_mult=c.ff_mult, activation=c.activation, layout=c.layout,
             init_std=c.init_std, scale_embeddings=c.scale_embeddings,
-            positions=c.positions, attention_init=c.attention_init)
+            positions=c.positions, attention_init=c.attention_init,
+            norm_eps=c.norm_eps)
     return EmbeddingEncoder(n_items, c.dim, c.max_len, c.dropout, c.init_std)
 
 

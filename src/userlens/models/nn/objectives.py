@@ -62,6 +62,8 @@ class NextItemObjective:
         n_items = weights.shape[0]
         hidden = hidden.float()
         if c.loss == "ce":
+            if c.pad_logit:  # a last all-zero row: the padding class, never a target
+                weights = nn.functional.pad(weights, (0, 0, 0, 1))
             return losses.full_cross_entropy(hidden, targets, weights,
                                              sample_weight=sample_weight)
         if c.loss == "sampled_softmax":

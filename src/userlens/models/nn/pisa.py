@@ -84,7 +84,7 @@ class PISAEncoder(TransformerSequenceEncoder):
                          causal=True, ff_mult=c.ff_mult, activation=c.activation,
                          layout=c.layout, init_std=c.init_std,
                          scale_embeddings=c.scale_embeddings, positions=c.positions,
-                         attention_init=c.attention_init)
+                         attention_init=c.attention_init, norm_eps=c.norm_eps)
         self.partial_matching = c.partial_matching
         self.raw_decay = nn.Parameter(torch.tensor(float(np.log(np.expm1(c.initial_decay)))))
         self.base_weight = nn.Parameter(torch.ones(()))

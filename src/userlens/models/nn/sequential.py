@@ -334,7 +334,8 @@ class SASRec(SequentialRecommender):
                                           init_std=c.init_std,
                                           scale_embeddings=c.scale_embeddings,
                                           positions=c.positions,
-                                          attention_init=c.attention_init)
+                                          attention_init=c.attention_init,
+                                          norm_eps=c.norm_eps)
 
 
 class BERT4Rec(SequentialRecommender):
@@ -362,7 +363,8 @@ class BERT4Rec(SequentialRecommender):
                                           layout=c.layout, init_std=c.init_std,
                                           scale_embeddings=c.scale_embeddings,
                                           positions=c.positions,
-                                          attention_init=c.attention_init)
+                                          attention_init=c.attention_init,
+                                          norm_eps=c.norm_eps)
 
     @property
     def mask_token(self) -> int:

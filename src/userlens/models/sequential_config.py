@@ -55,7 +55,9 @@ class SequentialConfig(BaseModel, frozen=True, extra="forbid",
     pad_logit: bool = False
     """ce only: one more class in the softmax whose logit is always 0, the padding token's
     (K&V's SASRec port scores the whole embedding table, padding row included; that row
-    stays zero and untrained, so it adds exp(0) to every softmax denominator)."""
+    stays zero and untrained, so it adds exp(0) to every softmax denominator). Honoured by
+    every model whose loss is the configured one, and by the multi-interest max readout;
+    ada_retrieval refuses it."""
     gbce_t: float = Field(default=0.75, ge=0, le=1)
     """gSASRec calibration parameter t (gbce only)."""
     logit_bias: bool = True
@@ -365,6 +367,9 @@ class AdaRetrievalConfig(SASRecConfig, frozen=True, extra="forbid"):
         if self.loss != "ce":
             raise ValueError(f"ada_retrieval trains each round with the full softmax: loss "
                              f"must be \"ce\", not \"{self.loss}\"")
+        if self.pad_logit:
+            raise ValueError("ada_retrieval's round losses have no padding class: pad_logit "
+                             "must be false")
         return self
 
 

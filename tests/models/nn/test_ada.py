@@ -131,6 +131,8 @@ def test_the_second_stage_selects_on_its_own_cutoff_and_reports_both_stages():
 def test_bad_settings_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="full softmax"):
         AdaRetrievalConfig(loss="bce")
+    with pytest.raises(ValueError, match="no padding class: pad_logit"):
+        AdaRetrievalConfig(pad_logit=True)
     with pytest.raises(ValueError, match="more than the 9 items"):
         create("ada_retrieval", {**TINY, "rounds": 5, "round_size": 2}).fit(cycle_walks())
 

@@ -250,6 +250,22 @@ def test_max_readout_losses_match_their_formula():
                                torch.stack(by_hand).mean())
 
 
+def test_max_readout_pad_logit_adds_one_zero_logit_class():
+    """pad_logit reaches the max readout too: one more class whose logit is 0."""
+    events = cycle_walks(40, 9, 12, 0)
+    model = ComiRec(ComiRecConfig(**{**TINY, "max_epochs": 1}, n_interests=2, readout="max",
+                                  pad_logit=True, loss_mean="batch")).fit(events)
+    generator = torch.Generator().manual_seed(1)
+    interests = torch.randn(6, 2, TINY["dim"], generator=generator)
+    targets = torch.randint(0, events.n_items, (6,), generator=generator)
+    logits = (interests @ model.module_.item_weights().detach().T).amax(dim=1)
+    with_pad = torch.cat([logits, torch.zeros(6, 1)], dim=1)
+    with torch.no_grad():
+        loss = model._readout_loss(interests, interests[:, 0], targets, generator, None)
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(with_pad, targets))
+    assert float(loss) > float(torch.nn.functional.cross_entropy(logits, targets))
+
+
 def test_weighted_hsic_matches_its_formula_by_hand():
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(7, 3, 2, generator=generator).double()  # T=7, K=3, R=2

@@ -326,8 +326,11 @@ class ComiRec(SASRec):
             return self._loss(selected, items, generator, sample_weight)
         if self.config.loss == "sampled_softmax":  # the objective takes (T, K, D) as is
             return self._loss(candidates, items, generator, sample_weight)
-        loss = losses.max_interest_cross_entropy(
-            candidates.float(), items, self.module_.item_weights().float(), sample_weight)
+        weights = self.module_.item_weights().float()
+        if self.config.pad_logit:  # the padding class: a zero row, logit 0 under any interest
+            weights = nn.functional.pad(weights, (0, 0, 0, 1))
+        loss = losses.max_interest_cross_entropy(candidates.float(), items, weights,
+                                                 sample_weight)
         if self.config.loss_mean == "global":
             loss = loss * (len(items) / self.targets_per_batch_)
         return loss

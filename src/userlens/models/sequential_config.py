@@ -317,6 +317,11 @@ class HCNConfig(ComiRecConfig, frozen=True, extra="forbid"):
     center_dropout: float = Field(default=0.0, ge=0, lt=1)
     """Dropout on what each center update adds (the pooled events and the feed-forward
     step), training only."""
+    center_update: Literal["mean", "mass"] = "mean"
+    """What a level adds to a center: ``"mean"``, the share-weighted mean of its events
+    (a center holding a sliver of one event gets as large a step as one holding fifty);
+    ``"mass"``, that mean scaled by m / (1 + m) for the mass m assigned to it (the
+    weighted sum over 1 + m), so a center few events chose barely moves."""
 
     @model_validator(mode="after")
     def _own_short_term(self) -> HCNConfig:

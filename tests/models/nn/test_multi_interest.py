@@ -163,13 +163,15 @@ def test_short_term_interest_is_the_sasrec_state_after_the_last_event():
     np.testing.assert_allclose(vectors[:, 3], states.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_center_update_is_soft_k_means_over_the_held_events():
+@pytest.mark.parametrize("update", ["mean", "mass"])
+def test_center_update_is_soft_k_means_over_the_held_events(update):
     # with identity projections and no feed-forward step, a level moves center k by the
     # mean of the events weighted by their softmax-over-centers share of k, counting only
-    # the events the prefix holds (computed here by hand, in numpy)
+    # the events the prefix holds ("mass": that mean times m / (1 + m) for k's mass m);
+    # computed here by hand, in numpy
     rng = np.random.default_rng(0)
     dim = 4
-    level = CenterUpdate(dim, 1)
+    level = CenterUpdate(dim, 1, update=update)
     with torch.no_grad():
         for linear in (level.query, level.key, level.value):
             linear.weight.copy_(torch.eye(dim))
@@ -186,7 +188,11 @@ def test_center_update_is_soft_k_means_over_the_held_events():
     for t in range(2):
         logits = normed[t] @ states.T / np.sqrt(dim)  # (K, S)
         share = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True) * valid[t]
-        expected = centers[t] + (share @ states) / (share.sum(axis=1, keepdims=True) + 1e-6)
+        mass = share.sum(axis=1, keepdims=True)  # (K, 1)
+        step = (share @ states) / (mass + 1e-6)
+        if update == "mass":
+            step = step * mass / (1 + mass)
+        expected = centers[t] + step
         np.testing.assert_allclose(moved[t], expected, rtol=1e-5, atol=1e-5)
 
 

@@ -146,12 +146,14 @@ class MultiInterestEncoder(nn.Module):
 
 class CenterUpdate(nn.Module):
     """One level of HCN's hierarchy: events assigned to the centers (softmax over centers),
-    each center moved by the assignment-weighted mean of its events, then a feed-forward
-    step (both residual)."""
+    each center moved by the assignment-weighted mean of its events (``"mean"``) or by their
+    weighted sum over 1 + its mass (``"mass"``), then a feed-forward step (both residual)."""
 
-    def __init__(self, dim: int, width_mult: int, dropout: float = 0.0) -> None:
+    def __init__(self, dim: int, width_mult: int, dropout: float = 0.0,
+                 update: str = "mean") -> None:
         super().__init__()
         self.dropout = dropout
+        self.damping = 1.0 if update == "mass" else 1e-6  # added to the mass it divides by
         self.query = nn.Linear(dim, dim, bias=False)
         self.key = nn.Linear(dim, dim, bias=False)
         self.value = nn.Linear(dim, dim, bias=False)
@@ -173,7 +175,7 @@ class CenterUpdate(nn.Module):
                 ) -> torch.Tensor:
         share = self.assignment(centers, states, valid)  # (B, T, K, S)
         mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
-        pooled = (share @ self.value(states).unsqueeze(1)) / (mass + 1e-6)  # (B, T, K, D)
+        pooled = (share @ self.value(states).unsqueeze(1)) / (mass + self.damping)
         centers = centers + fast_dropout(pooled, self.dropout, self.training)
         return centers + fast_dropout(self.feed(self.feed_norm(centers)), self.dropout,
                                       self.training)
@@ -183,11 +185,11 @@ class HierarchicalExtractor(nn.Module):
     """K learned centers refined by ``n_levels`` center updates over a user's events."""
 
     def __init__(self, dim: int, n_centers: int, n_levels: int, width_mult: int,
-                 init_std: float, dropout: float) -> None:
+                 init_std: float, dropout: float, update: str = "mean") -> None:
         super().__init__()
         self.centers = nn.Parameter(torch.randn(n_centers, dim) * init_std)
         self.state_norm = nn.LayerNorm(dim)
-        self.levels = nn.ModuleList(CenterUpdate(dim, width_mult, dropout)
+        self.levels = nn.ModuleList(CenterUpdate(dim, width_mult, dropout, update)
                                     for _ in range(n_levels))
 
     def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -226,9 +228,11 @@ class HCNEncoder(nn.Module):
         super().__init__()
         self.encoder = sequence_encoder(n_items, c)
         self.long_term = HierarchicalExtractor(c.dim, c.n_interests, c.n_levels,
-                                               c.attention_mult, c.init_std, c.center_dropout)
+                                               c.attention_mult, c.init_std, c.center_dropout,
+                                               c.center_update)
         self.short_term = HierarchicalExtractor(c.dim, c.n_short_interests, c.n_levels,
-                                                c.attention_mult, c.init_std, c.center_dropout)
+                                                c.attention_mult, c.init_std, c.center_dropout,
+                                                c.center_update)
         self.long_reads_short = CoAttention(c.dim)
         self.short_reads_long = CoAttention(c.dim)
         self.output_norm = nn.LayerNorm(c.dim)

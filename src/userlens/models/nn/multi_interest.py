@@ -43,6 +43,7 @@ retrieval), every prefix's interests read off one causal pass.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import numpy as np
 import torch
@@ -150,7 +151,7 @@ class CenterUpdate(nn.Module):
     weighted sum over 1 + its mass (``"mass"``), then a feed-forward step (both residual)."""
 
     def __init__(self, dim: int, width_mult: int, dropout: float = 0.0,
-                 update: str = "mean") -> None:
+                 update: Literal["mean", "mass"] = "mean") -> None:
         super().__init__()
         self.dropout = dropout
         self.damping = 1.0 if update == "mass" else 1e-6  # added to the mass it divides by
@@ -185,7 +186,8 @@ class HierarchicalExtractor(nn.Module):
     """K learned centers refined by ``n_levels`` center updates over a user's events."""
 
     def __init__(self, dim: int, n_centers: int, n_levels: int, width_mult: int,
-                 init_std: float, dropout: float, update: str = "mean") -> None:
+                 init_std: float, dropout: float,
+                 update: Literal["mean", "mass"] = "mean") -> None:
         super().__init__()
         self.centers = nn.Parameter(torch.randn(n_centers, dim) * init_std)
         self.state_norm = nn.LayerNorm(dim)

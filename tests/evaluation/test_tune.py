@@ -14,6 +14,7 @@ from userlens.evaluation import runner as runner_module
 from userlens.evaluation import tune as tune_module
 from userlens.evaluation.tune import tune_experiment
 from userlens.models import create
+from userlens.models.registry import load_model
 from userlens.pipeline import load_data, make_split
 
 EASE_SEARCH = 'name = "ease"\nparams = { l2 = 10.0 }\n' \
@@ -121,3 +122,71 @@ def test_the_configs_own_values_are_the_first_trial_when_inside_the_space(
     study = optuna.load_study(study_name="ease",
                               storage=f"sqlite:///{tmp_path / 'tune' / 'study.db'}")
     assert len(study.trials) == 4 and (study.trials[3].params["l2"] == l2) is False
+
+
+def _count_fits(monkeypatch) -> list[str]:
+    """Record the name of every model fitted from here on."""
+    real_create = create
+
+    fits: list[str] = []
+
+    def counting(name, params=None):
+        model = real_create(name, params)
+        fit = model.fit
+
+        def recorded(*args, **kwargs):
+            fits.append(name)
+            return fit(*args, **kwargs)
+
+        model.fit = recorded
+        return model
+
+    monkeypatch.setattr(tune_module, "create", counting)
+    monkeypatch.setattr(experiment_module, "create", counting)
+    return fits
+
+
+@pytest.mark.parametrize("retrain", [False, True])
+def test_the_winning_trials_model_is_tested_unless_retrain(
+        tmp_path, log_file, monkeypatch, retrain):  # noqa: F811
+    config = load_config(write_config(tmp_path, log_file, models=[
+        'name = "most_popular"', EASE_SEARCH]))
+    fits = _count_fits(monkeypatch)
+    valid_scores = []
+    real = runner_module.evaluate
+
+    def recording(model, *args, **kwargs):
+        result = real(model, *args, **kwargs)
+        if kwargs.get("stage") == "valid":
+            valid_scores.append((model, result.means()["ndcg@10"]))
+        return result
+
+    monkeypatch.setattr(tune_module, "evaluate", recording)
+    summary = tune_experiment(config, tmp_path / "tune", trials=4, retrain=retrain)
+    (study,) = summary["studies"]
+    # 4 trials, then most_popular, and the EASE winner again only with retrain
+    assert fits == ["ease"] * 4 + ["most_popular"] + ["ease"] * retrain
+    assert study["test_model"] == ("trained again with the best parameters" if retrain
+                                   else f"trial {study['best_trial']}'s model")
+    # the test artefact holds the model the study chose: its saved scores are the best
+    # trial's model's (EASE is deterministic, so a retrained winner matches it as well)
+    best_model, best_value = max(valid_scores, key=lambda pair: pair[1])
+    assert best_value == study["best_valid_ndcg@10"]
+    saved = load_model(tmp_path / "tune" / "winner" / "ease" / "model")
+    histories = make_split(load_data(config.data), config.split, config.seed
+                           ).train.histories().slice(0, 3)
+    assert saved.score(histories) == pytest.approx(best_model.score(histories), rel=1e-6)
+
+
+def test_a_resumed_study_retrains_a_winner_from_an_earlier_search(
+        tmp_path, log_file, monkeypatch):  # noqa: F811
+    config = load_config(write_config(tmp_path, log_file, models=[EASE_SEARCH]))
+    tune_experiment(config, tmp_path / "tune", trials=3)
+    fits = _count_fits(monkeypatch)
+    summary = tune_experiment(config, tmp_path / "tune", trials=1)
+    (study,) = summary["studies"]
+    if study["best_trial"] < 3:  # the earlier process's model is gone: trained again
+        assert fits == ["ease", "ease"]
+        assert study["test_model"] == "trained again with the best parameters"
+    else:
+        assert fits == ["ease"] and study["test_model"] == "trial 3's model"

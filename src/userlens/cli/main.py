@@ -99,9 +99,13 @@ def tune(
                        ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="print only the JSON summary")
                            ] = False,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="train each winner again for the test instead of testing the "
+        "winning trial's own model")] = False,
 ) -> None:
     """Search each model's [models.search] space with Optuna on validation NDCG@10 only, write
-    the best config beside the study, then train the winners and report test once."""
+    the best config beside the study, then report test once for the winners (the winning
+    trial's own model unless --retrain)."""
     from userlens.config import load_config
     from userlens.evaluation.report import leaderboard_table
     from userlens.evaluation.tune import tune_experiment
@@ -127,13 +131,13 @@ def tune(
                       + (f": valid ndcg@10 {value:.4f}" if value is not None else ""),
                       highlight=False)
         elif event == "test":
-            err.print(f"best config: {payload['config']}; training the winners and "
-                      "evaluating on test once", highlight=False)
+            err.print(f"best config: {payload['config']}; evaluating the winners on test "
+                      "once", highlight=False)
 
     try:
         summary = tune_experiment(experiment, target, trials=trials, time_limit=time_limit,
                                   mirror=mirror_path(), data_home=data_home_path(),
-                                  on_event=on_event)
+                                  on_event=on_event, retrain=retrain)
     except user_errors() as error:
         fail(str(error).strip("'\""))
     if json_output:
@@ -144,8 +148,8 @@ def tune(
     for study in summary["studies"]:
         out.print(f"{study['model']}: best valid ndcg@10 {study['best_valid_ndcg@10']:.4f} "
                   f"(trial {study['best_trial']} of {study['trials']}, {study['pruned']} "
-                  f"pruned, {study['seconds']:.0f} s): {study['best_params']}",
-                  highlight=False)
+                  f"pruned, {study['seconds']:.0f} s): {study['best_params']}; on test: "
+                  f"{study['test_model']}", highlight=False)
     out.print(leaderboard_table(summary["test"]))
     out.print(f"best config: {summary['best_config']}; study: {target}/study.db; test "
               f"artefacts: {target}/winner/")

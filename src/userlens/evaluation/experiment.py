@@ -24,7 +24,7 @@ from userlens.data.datasets import DEFAULT_DATA_HOME
 from userlens.data.interactions import Dataset
 from userlens.data.splits import Split
 from userlens.evaluation.runner import EvalResult, evaluate
-from userlens.models.base import Capability
+from userlens.models.base import Capability, Recommender
 from userlens.models.registry import create
 from userlens.pipeline import give_side_data, load_data, make_split
 
@@ -52,6 +52,7 @@ def run_experiment(
     rank: int = 0,
     world_size: int = 1,
     frame=None,
+    fitted: dict[str, tuple[Recommender, float]] | None = None,
 ) -> dict | None:
     """Read, filter, split, fit and evaluate every model; write artefacts; return the report.
 
@@ -61,6 +62,10 @@ def run_experiment(
     Under data-parallel training (``world_size > 1``, a torch process group already joined)
     every rank trains the models that support it together; rank 0 alone fits the others,
     evaluates and writes. Other ranks return None.
+
+    ``fitted`` maps a model's label to a model already trained on this split with that
+    entry's parameters and its fit time (``userlens tune`` passes the winning trial's model):
+    it is evaluated and written as it is, not trained again.
     """
     if rank != 0:
         on_event = None
@@ -85,16 +90,11 @@ def run_experiment(
     try:
         for entry in config.models:
             label = entry.display
-            notify("fit_start", {"model": label})
-            model = create(entry.name, entry.params)
-            if model.can(Capability.EPOCHS):
-                model.set_epoch_callback(lambda record, label=label: notify(
-                    "epoch", {"model": label, **record}))
-            fit_started = time.perf_counter()
-            give_side_data(model, dataset)
-            model.fit(split.train, valid=split.valid, seed=config.seed)
-            fit_seconds = time.perf_counter() - fit_started
-            notify("fit_end", {"model": label, "seconds": fit_seconds})
+            if label in (fitted or {}):
+                model, fit_seconds = fitted[label]
+                notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
+            else:
+                model, fit_seconds = _fit(entry, dataset, split, config.seed, notify)
             result = evaluate(
                 model, split, config.evaluation.metrics, protocol=config.evaluation.protocol,
                 catalog=dataset.catalog, batch_size=config.evaluation.batch_size,
@@ -121,6 +121,21 @@ def run_experiment(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+def _fit(entry: ModelEntry, dataset: Dataset, split: Split, seed: int,
+         notify: Callable[[str, dict], None]) -> tuple[Recommender, float]:
+    label = entry.display
+    notify("fit_start", {"model": label})
+    model = create(entry.name, entry.params)
+    if model.can(Capability.EPOCHS):
+        model.set_epoch_callback(lambda record: notify("epoch", {"model": label, **record}))
+    fit_started = time.perf_counter()
+    give_side_data(model, dataset)
+    model.fit(split.train, valid=split.valid, seed=seed)
+    fit_seconds = time.perf_counter() - fit_started
+    notify("fit_end", {"model": label, "seconds": fit_seconds})
+    return model, fit_seconds
 
 
 def build_report(config: ExperimentConfig, dataset: Dataset, split: Split,

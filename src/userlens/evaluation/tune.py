@@ -6,8 +6,12 @@ epochs). A trial trains on the training split and is scored by NDCG@10 on the va
 split; the test split is never scored during the search. The best parameters are written as
 a runnable config beside the study (``best.toml``, ``study.db``), and the winners, with the
 config's untuned models beside them, are then trained once more and evaluated on the test
-split once, as ``userlens run`` would (``winner/``). When the config gives a value for every
-searched parameter, inside its space, a new study's first trial is those values.
+split once, as ``userlens run`` would (``winner/``). A winner trained in this search is
+not trained again: the winning trial's own model is the one evaluated on test (the model
+selected on validation, and one training saved); ``retrain`` trains it again instead, as
+does a resumed study whose winner came from an earlier process. When the config gives a
+value for every searched parameter, inside its space, a new study's first trial is those
+values.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +30,7 @@ from userlens.data.interactions import Dataset
 from userlens.data.splits import Split
 from userlens.evaluation.experiment import run_experiment
 from userlens.evaluation.runner import evaluate
-from userlens.models.base import Capability
+from userlens.models.base import Capability, Recommender
 from userlens.models.registry import create
 from userlens.models.sequential_config import valid_value
 from userlens.pipeline import give_side_data, load_data, make_split
@@ -33,6 +38,16 @@ from userlens.pipeline import give_side_data, load_data, make_split
 logger = logging.getLogger(__name__)
 
 OBJECTIVE = "ndcg@10"
+
+
+@dataclass
+class _Kept:
+    """The best trial's trained model so far in this process (one per searched model)."""
+
+    trial: int = -1
+    value: float = float("-inf")
+    model: Recommender | None = None
+    fit_seconds: float = 0.0
 
 
 def suggest(trial: Any, key: str, space: SearchRange) -> Any:
@@ -55,10 +70,12 @@ def tune_experiment(
     mirror: Path | None = None,
     data_home: Path = DEFAULT_DATA_HOME,
     on_event: Callable[[str, dict], None] | None = None,
+    retrain: bool = False,
 ) -> dict:
     """Search every model's ``search`` space on validation, write ``best.toml`` and the study
-    to ``out_dir``, then train the winners and report test once. ``time_limit`` (seconds)
-    bounds each model's search; a trial running at the limit finishes."""
+    to ``out_dir``, then report test once for the winners (the winning trial's model, or
+    trained again with ``retrain``). ``time_limit`` (seconds) bounds each model's search; a
+    trial running at the limit finishes."""
     import optuna
     import tomli_w
 
@@ -77,11 +94,19 @@ def tune_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out_dir / 'study.db').resolve()}"
     chosen: dict[str, ModelEntry] = {}
+    fitted: dict[str, tuple[Recommender, float]] = {}
     studies = []
     for entry in searched:
-        winner, study = _search(entry, config, dataset, split, storage, trials, time_limit,
-                                notify)
+        winner, study, kept = _search(entry, config, dataset, split, storage, trials,
+                                      time_limit, notify)
         chosen[entry.display] = winner
+        reuse = not retrain and kept.model is not None and kept.trial == study["best_trial"]
+        if reuse:
+            if kept.model.can(Capability.EPOCHS):
+                kept.model.set_epoch_callback(None)
+            fitted[entry.display] = (kept.model, kept.fit_seconds)
+        study["test_model"] = (f"trial {kept.trial}'s model" if reuse
+                               else "trained again with the best parameters")
         studies.append(study)
     tuned = config.model_copy(update={
         "name": f"{config.name}-tuned",
@@ -94,7 +119,7 @@ def tune_experiment(
                                          exclude_defaults=True)))
     notify("test", {"config": str(best_path)})
     report = run_experiment(tuned, out_dir / "winner", mirror=mirror, data_home=data_home,
-                            on_event=on_event)
+                            on_event=on_event, fitted=fitted)
     summary = {"name": config.name, "objective": f"valid {OBJECTIVE}", "studies": studies,
                "best_config": str(best_path), "test": report}
     (out_dir / "tune.json").write_text(json.dumps(summary, indent=2))
@@ -103,8 +128,9 @@ def tune_experiment(
 
 def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split,
             storage: str, trials: int, time_limit: float | None,
-            notify: Callable[[str, dict], None]) -> tuple[ModelEntry, dict]:
-    """One model's study: the winning entry (its search spent) and the study's summary."""
+            notify: Callable[[str, dict], None]) -> tuple[ModelEntry, dict, _Kept]:
+    """One model's study: the winning entry (its search spent), the study's summary and the
+    best model trained in this process."""
     import optuna
 
     started = time.perf_counter()
@@ -125,7 +151,8 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
                              "state": trial.state.name, "value": trial.value,
                              "params": trial.params})
 
-    study.optimize(_objective(entry, config, dataset, split, notify), n_trials=trials,
+    kept = _Kept()
+    study.optimize(_objective(entry, config, dataset, split, notify, kept), n_trials=trials,
                    timeout=time_limit, callbacks=[finished], catch=())
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not done:
@@ -138,13 +165,14 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
         "seconds": time.perf_counter() - started, "best_trial": best.number,
         f"best_valid_{OBJECTIVE}": best.value, "best_params": best.params,
         "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
-    }
+    }, kept
 
 
 def _objective(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split,
-               notify: Callable[[str, dict], None]) -> Callable[[Any], float]:
+               notify: Callable[[str, dict], None], kept: _Kept) -> Callable[[Any], float]:
     """A trial: draw the parameters, train on the training split (pruned on the validation
-    curve where the model trains in epochs), score validation NDCG@10. Never the test."""
+    curve where the model trains in epochs), score validation NDCG@10. Never the test. The
+    best model so far is kept in ``kept`` (one model at a time)."""
     import optuna
 
     def objective(trial: Any) -> float:
@@ -161,11 +189,17 @@ def _objective(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, sp
                         raise optuna.TrialPruned()
 
             model.set_epoch_callback(report)
+        started = time.perf_counter()
         give_side_data(model, dataset)
         model.fit(split.train, valid=split.valid, seed=config.seed)
+        fit_seconds = time.perf_counter() - started
         result = evaluate(model, split, [OBJECTIVE], stage="valid",
                           protocol=config.evaluation.protocol, catalog=dataset.catalog,
                           batch_size=config.evaluation.batch_size, seed=config.seed)
-        return result.means()[OBJECTIVE]
+        value = result.means()[OBJECTIVE]
+        if value > kept.value:  # Optuna's best_trial keeps the first of equal values too
+            kept.trial, kept.value, kept.model, kept.fit_seconds = (
+                trial.number, value, model, fit_seconds)
+        return value
 
     return objective

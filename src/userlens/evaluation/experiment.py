@@ -94,7 +94,12 @@ def run_experiment(
                 model, fit_seconds = fitted[label]
                 notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
             else:
-                model, fit_seconds = _fit(entry, dataset, split, config.seed, notify)
+                notify("fit_start", {"model": label})
+                model, fit_seconds = fit_model(
+                    entry.name, entry.params, dataset, split, config.seed,
+                    on_epoch=lambda record, label=label: notify(
+                        "epoch", {"model": label, **record}))
+                notify("fit_end", {"model": label, "seconds": fit_seconds})
             result = evaluate(
                 model, split, config.evaluation.metrics, protocol=config.evaluation.protocol,
                 catalog=dataset.catalog, batch_size=config.evaluation.batch_size,
@@ -123,19 +128,17 @@ def run_experiment(
     return report
 
 
-def _fit(entry: ModelEntry, dataset: Dataset, split: Split, seed: int,
-         notify: Callable[[str, dict], None]) -> tuple[Recommender, float]:
-    label = entry.display
-    notify("fit_start", {"model": label})
-    model = create(entry.name, entry.params)
-    if model.can(Capability.EPOCHS):
-        model.set_epoch_callback(lambda record: notify("epoch", {"model": label, **record}))
-    fit_started = time.perf_counter()
+def fit_model(name: str, params: dict, dataset: Dataset, split: Split, seed: int,
+              on_epoch: Callable[[dict], None] | None = None) -> tuple[Recommender, float]:
+    """Create a model, give it the dataset's side data, train it on the split's training part
+    (validation for early stopping), ``on_epoch`` after each epoch; the model and seconds."""
+    model = create(name, params)
+    if on_epoch is not None and model.can(Capability.EPOCHS):
+        model.set_epoch_callback(on_epoch)
+    started = time.perf_counter()
     give_side_data(model, dataset)
     model.fit(split.train, valid=split.valid, seed=seed)
-    fit_seconds = time.perf_counter() - fit_started
-    notify("fit_end", {"model": label, "seconds": fit_seconds})
-    return model, fit_seconds
+    return model, time.perf_counter() - started
 
 
 def build_report(config: ExperimentConfig, dataset: Dataset, split: Split,

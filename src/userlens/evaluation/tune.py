@@ -5,13 +5,12 @@ seeded by the config's seed, median pruning on the validation curve of models tr
 epochs). A trial trains on the training split and is scored by NDCG@10 on the validation
 split; the test split is never scored during the search. The best parameters are written as
 a runnable config beside the study (``best.toml``, ``study.db``), and the winners, with the
-config's untuned models beside them, are then trained once more and evaluated on the test
-split once, as ``userlens run`` would (``winner/``). A winner trained in this search is
-not trained again: the winning trial's own model is the one evaluated on test (the model
-selected on validation, and one training saved); ``retrain`` trains it again instead, as
-does a resumed study whose winner came from an earlier process. When the config gives a
-value for every searched parameter, inside its space, a new study's first trial is those
-values.
+config's untuned models trained beside them, are evaluated on the test split once, as
+``userlens run`` would (``winner/``). A winner is the winning trial's own model (the model
+selected on validation, not a second training with its parameters); ``retrain`` trains it
+again instead, as does a resumed study whose winner came from an earlier process. When the
+config gives a value for every searched parameter, inside its space, a new study's first
+trial is those values.
 """
 
 from __future__ import annotations
@@ -28,12 +27,11 @@ from userlens.config import ConfigError, ExperimentConfig, ModelEntry, SearchRan
 from userlens.data.datasets import DEFAULT_DATA_HOME
 from userlens.data.interactions import Dataset
 from userlens.data.splits import Split
-from userlens.evaluation.experiment import run_experiment
+from userlens.evaluation.experiment import fit_model, run_experiment
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability, Recommender
-from userlens.models.registry import create
 from userlens.models.sequential_config import valid_value
-from userlens.pipeline import give_side_data, load_data, make_split
+from userlens.pipeline import load_data, make_split
 
 logger = logging.getLogger(__name__)
 
@@ -178,21 +176,17 @@ def _objective(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, sp
     def objective(trial: Any) -> float:
         drawn = {key: suggest(trial, key, space) for key, space in entry.search.items()}
         notify("trial_start", {"model": entry.display, "trial": trial.number, "params": drawn})
-        model = create(entry.name, {**entry.params, **drawn})
-        if model.can(Capability.EPOCHS):
-            def report(record: dict) -> None:
-                notify("epoch", {"model": entry.display, "trial": trial.number, **record})
-                value = valid_value(record)
-                if value is not None:
-                    trial.report(value, record["epoch"])
-                    if trial.should_prune():
-                        raise optuna.TrialPruned()
 
-            model.set_epoch_callback(report)
-        started = time.perf_counter()
-        give_side_data(model, dataset)
-        model.fit(split.train, valid=split.valid, seed=config.seed)
-        fit_seconds = time.perf_counter() - started
+        def report(record: dict) -> None:
+            notify("epoch", {"model": entry.display, "trial": trial.number, **record})
+            value = valid_value(record)
+            if value is not None:
+                trial.report(value, record["epoch"])
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        model, fit_seconds = fit_model(entry.name, {**entry.params, **drawn}, dataset, split,
+                                       config.seed, on_epoch=report)
         result = evaluate(model, split, [OBJECTIVE], stage="valid",
                           protocol=config.evaluation.protocol, catalog=dataset.catalog,
                           batch_size=config.evaluation.batch_size, seed=config.seed)

@@ -11,7 +11,7 @@ from userlens.data.interactions import Histories, Interactions
 from userlens.models import create
 from userlens.models.base import Capability
 from userlens.models.nn import losses
-from userlens.models.nn.multi_interest import DESMIL, HCN, CenterUpdate, ComiRec
+from userlens.models.nn.multi_interest import DESMIL, HCN, CenterUpdate, ComiRec, _newest
 from userlens.models.sequential_config import ComiRecConfig, DESMILConfig, HCNConfig
 from userlens.serving.engine import merge_hits
 
@@ -196,14 +196,47 @@ def test_center_update_is_soft_k_means_over_the_held_events(update):
         np.testing.assert_allclose(moved[t], expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("update", ["mean", "mass"])
+def test_center_update_shortcuts_equal_the_masked_update(update):
+    # running sums (centers shared by every prefix) and windows of the newest events give
+    # what the plain update gives with the causal / windowed mask, checked by hand above
+    torch.manual_seed(0)
+    level = CenterUpdate(6, 2, update=update).eval()
+    states = torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 4, 1])
+    real = torch.arange(7) < lengths.unsqueeze(1)  # (B, S) right-padded
+    age = torch.arange(7).view(-1, 1) - torch.arange(7).view(1, -1)  # (T, S)
+    held = (age >= 0) & real.unsqueeze(1)
+    shared = torch.randn(1, 1, 4, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(level.forward_cumulative(shared, states, real),
+                                   level(shared, states, held), atol=1e-5, rtol=1e-5)
+        for window in (1, 3, 9):
+            newest, valid = _newest(states, real, window, every_prefix=True)
+            masked = held & (age < window)
+            per_prefix = torch.randn(3, 7, 4, 6)
+            for centers in (shared, per_prefix):
+                torch.testing.assert_close(level.forward_window(centers, newest, valid),
+                                           level(centers, states, masked),
+                                           atol=1e-5, rtol=1e-5)
+            newest, valid = _newest(states, real, window, every_prefix=False)
+            last = (lengths - 1).view(-1, 1, 1)
+            torch.testing.assert_close(
+                level.forward_window(shared, newest, valid),
+                level(shared, states, real.unsqueeze(1) & (last - torch.arange(7) < window)),
+                atol=1e-5, rtol=1e-5)
+
+
 def test_hcn_short_term_centers_see_only_the_newest_events():
     model = HCN(HCNConfig(dim=8, max_len=10, n_interests=2, n_short_interests=2,
                           short_window=3, dropout=0.0, threads=1))
     module = model._build_module(20).eval()
     states = torch.randn(1, 7, 8)
     with torch.no_grad():
-        windowed = module.short_term(states, torch.tensor([[[False] * 4 + [True] * 3]]))
-        alone = module.short_term(states[:, 4:], torch.ones(1, 1, 3, dtype=torch.bool))
+        windowed = module.short_term(states, torch.ones(1, 7, dtype=torch.bool),
+                                     every_prefix=False, window=3)
+        alone = module.short_term(states[:, 4:], torch.ones(1, 3, dtype=torch.bool),
+                                  every_prefix=False)
         torch.testing.assert_close(windowed, alone, atol=1e-5, rtol=1e-5)
         tokens = torch.tensor([[3, 7, 1, 12, 5, 9, 4]])
         changed = tokens.clone()

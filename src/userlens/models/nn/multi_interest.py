@@ -163,13 +163,21 @@ class CenterUpdate(nn.Module):
         self.feed = nn.Sequential(nn.Linear(dim, dim * width_mult), nn.GELU(),
                                   nn.Linear(dim * width_mult, dim))
 
+    def _query(self, centers: torch.Tensor, batch: int) -> torch.Tensor:
+        query = self.query(self.center_norm(centers))
+        return query.expand(batch, *query.shape[1:])
+
+    def _moved(self, centers: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        centers = centers + fast_dropout(pooled, self.dropout, self.training)
+        return centers + fast_dropout(self.feed(self.feed_norm(centers)), self.dropout,
+                                      self.training)
+
     def assignment(self, centers: torch.Tensor, states: torch.Tensor, valid: torch.Tensor
                    ) -> torch.Tensor:
         """(B|1, T|1, K, D) centers, (B, S, D) states, (B, T, S) valid events -> (B, T, K, S)
         each valid event's share of every center (sums to 1 over K; 0 where invalid)."""
         batch, length, dim = states.shape
-        query = self.query(self.center_norm(centers))
-        query = query.expand(batch, *query.shape[1:])  # (B, T|1, K, D)
+        query = self._query(centers, batch)  # (B, T|1, K, D)
         prefixes, n_centers = query.shape[1], query.shape[2]
         # one (T K, D) x (D, S) product per user: broadcasting (B, T, K, D) @ (B, 1, D, S)
         # copies the keys (and in forward the values) once per prefix; on ML-1M's 200
@@ -186,9 +194,56 @@ class CenterUpdate(nn.Module):
         mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
         pooled = (share.reshape(batch, prefixes * n_centers, length) @ self.value(states)
                   ).view(batch, prefixes, n_centers, -1) / (mass + self.damping)
-        centers = centers + fast_dropout(pooled, self.dropout, self.training)
-        return centers + fast_dropout(self.feed(self.feed_norm(centers)), self.dropout,
-                                      self.training)
+        return self._moved(centers, pooled)
+
+    def forward_cumulative(self, centers: torch.Tensor, states: torch.Tensor,
+                           real: torch.Tensor) -> torch.Tensor:
+        """(1|B, 1, K, D) centers shared by every prefix, (B, S, D) states, (B, S) real
+        events -> (B, S, K, D): prefix t's centers moved by its events s <= t. What
+        :meth:`forward` gives with the causal mask, in O(S) instead of O(S^2) per user:
+        shared centers give every event one share whatever the prefix, so each prefix's
+        sums are running sums over the events."""
+        batch, length, dim = states.shape
+        query = self._query(centers, batch)[:, 0]  # (B, K, D)
+        logits = (query @ self.key(states).transpose(1, 2)) / math.sqrt(dim)  # (B, K, S)
+        # running sums in float32 even under bfloat16 autocast (8 mantissa bits would lose
+        # the newest events of a long history to rounding)
+        share = torch.softmax(logits.float(), dim=1) * real.unsqueeze(1).float()
+        mass = share.cumsum(dim=-1).transpose(1, 2).unsqueeze(-1)  # (B, S, K, 1)
+        values = self.value(states).float().unsqueeze(1)  # (B, 1, S, D)
+        running = (share.unsqueeze(-1) * values).cumsum(dim=2)  # (B, K, S, D)
+        return self._moved(centers, running.transpose(1, 2) / (mass + self.damping))
+
+    def forward_window(self, centers: torch.Tensor, states: torch.Tensor,
+                       valid: torch.Tensor) -> torch.Tensor:
+        """(B|1, T|1, K, D) centers, (B, T, W, D) each prefix's newest W states and (B, T, W)
+        which of them are events -> (B, T, K, D): :meth:`forward` restricted to a window,
+        at O(W) per prefix instead of O(S)."""
+        batch, prefixes, width, dim = states.shape
+        query = self._query(centers, batch)
+        query = query.expand(batch, prefixes, *query.shape[2:])  # (B, T, K, D)
+        logits = (query @ self.key(states).transpose(-1, -2)) / math.sqrt(dim)  # (B, T, K, W)
+        share = torch.softmax(logits, dim=-2) * valid.unsqueeze(2).to(logits.dtype)
+        mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
+        return self._moved(centers, (share @ self.value(states)) / (mass + self.damping))
+
+
+def _newest(states: torch.Tensor, real: torch.Tensor, window: int, every_prefix: bool
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, S, D) states of right-padded histories, (B, S) real events -> (B, T, W, D) the
+    newest ``window`` states of every prefix (T = S), or of the whole history (T = 1), newest
+    first, and (B, T, W) which of them are events."""
+    batch, length, _ = states.shape
+    back = torch.arange(window, device=states.device)
+    if every_prefix:
+        ends = torch.arange(length, device=states.device).expand(batch, length)  # (B, T)
+    else:
+        ends = (real.sum(dim=1) - 1).unsqueeze(1)  # (B, 1) the last event
+    index = ends.unsqueeze(-1) - back  # (B, T, W)
+    inside = index >= 0
+    index = index.clamp(min=0)
+    rows = torch.arange(batch, device=states.device).view(-1, 1, 1)
+    return states[rows, index], inside & real[rows, index]
 
 
 class HierarchicalExtractor(nn.Module):
@@ -203,13 +258,28 @@ class HierarchicalExtractor(nn.Module):
         self.levels = nn.ModuleList(CenterUpdate(dim, width_mult, dropout, update)
                                     for _ in range(n_levels))
 
-    def forward(self, states: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """(B, S, D) states and (B, T, S) which events each of T prefixes holds ->
-        (B, T, K, D) the centers of every prefix."""
+    def forward(self, states: torch.Tensor, real: torch.Tensor, every_prefix: bool = True,
+                window: int | None = None) -> torch.Tensor:
+        """(B, S, D) states of right-padded histories and (B, S) which are events ->
+        (B, T, K, D) the centers of every prefix (T = S), or of the whole history (T = 1);
+        from all the events each holds, or from its newest ``window``."""
         states = self.state_norm(states)
         centers = self.centers[None, None]  # (1, 1, K, D): the same start for every user
-        for level in self.levels:
-            centers = level(centers, states, valid)
+        if window is not None:
+            newest, valid = _newest(states, real, window, every_prefix)
+            for level in self.levels:
+                centers = level.forward_window(centers, newest, valid)
+            return centers
+        levels = list(self.levels)
+        if every_prefix:  # prefix t holds events s <= t
+            centers = levels.pop(0).forward_cumulative(centers, states, real)
+            causal = torch.ones(real.shape[1], real.shape[1], dtype=torch.bool,
+                                device=real.device).tril()
+            held = causal.unsqueeze(0) & real.unsqueeze(1)  # (B, T, S)
+        else:
+            held = real.unsqueeze(1)  # (B, 1, S)
+        for level in levels:
+            centers = level(centers, states, held)
         return centers
 
 
@@ -254,17 +324,8 @@ class HCNEncoder(nn.Module):
         (B, K + J, D) the whole history's."""
         states = self.encoder(tokens)  # (B, L, D)
         real = tokens != PAD  # (B, L)
-        position = torch.arange(tokens.shape[1], device=tokens.device)
-        if every_prefix:  # prefix t holds events s <= t; its newest are t - s < window
-            age = position.view(-1, 1) - position.view(1, -1)  # (T, S)
-            held = (age >= 0).unsqueeze(0) & real.unsqueeze(1)  # (B, T, S)
-            recent = held & (age < self.window).unsqueeze(0)
-        else:
-            held = real.unsqueeze(1)  # (B, 1, S)
-            age = (real.sum(dim=1, keepdim=True) - 1) - position.view(1, -1)  # (B, S)
-            recent = held & (age < self.window).unsqueeze(1)
-        long = self.long_term(states, held)
-        short = self.short_term(states, recent)
+        long = self.long_term(states, real, every_prefix)
+        short = self.short_term(states, real, every_prefix, window=self.window)
         both = torch.cat([self.long_reads_short(long, short),
                           self.short_reads_long(short, long)], dim=2)
         interests = self.output_norm(both)

@@ -2,15 +2,16 @@
 the SASRec stack under it, on synthetic histories of a chosen length.
 
     OMP_NUM_THREADS=1 python benchmarks/multi_interest_batch_speed.py --length 200
-    OMP_NUM_THREADS=1 python benchmarks/multi_interest_batch_speed.py --length 50
+    OMP_NUM_THREADS=1 python benchmarks/multi_interest_batch_speed.py --length 200 --amp
 
 Every model gets one torch thread, ML-1M's catalogue size (3,416 items), a batch of 128
 right-padded histories (half of them full, half half-full) and the shipped ML-1M settings
 (dim 64, 2 blocks, 1 head; HCN: 4 + 1 interests, 2 levels, a one-event short-term window;
 ComiRec: 4 interests and the last state). The loss is a stand-in (the mean square of the
-interests), so this times the encoders, not the sampled softmax. Reports the median seconds
-per batch over ``--repeats`` and the ratio to the SASRec stack alone; writes
-``benchmarks/results/multi_interest_batch_speed_<length>.json``.
+interests), so this times the encoders, not the sampled softmax. ``--amp`` runs the forward
+pass under bfloat16 autocast (the models' ``amp = true``; fast on CPUs with AMX). Reports the
+median seconds per batch over ``--repeats`` and the ratio to the SASRec stack alone; writes
+``benchmarks/results/multi_interest_batch_speed_<length>[_amp].json``.
 """
 
 from __future__ import annotations
@@ -31,10 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 N_ITEMS = 3416
 
 
-def _seconds(module: torch.nn.Module, tokens: torch.Tensor, repeats: int) -> float:
+def _seconds(module: torch.nn.Module, tokens: torch.Tensor, repeats: int, amp: bool
+             ) -> float:
     def step() -> None:
-        out = module(tokens)
-        out.pow(2).mean().backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            out = module(tokens)
+        out.float().pow(2).mean().backward()
 
     step()  # warm-up
     times = []
@@ -50,6 +53,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=200)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -67,7 +71,7 @@ def main() -> None:
     rows = {}
     for label, module in modules.items():
         module.train()
-        seconds = _seconds(module, tokens, args.repeats)
+        seconds = _seconds(module, tokens, args.repeats, args.amp)
         rows[label] = {"seconds_per_batch": seconds}
         print(f"{label}: {seconds:.3f} s per batch of {args.batch} x {args.length}",
               flush=True)
@@ -75,11 +79,13 @@ def main() -> None:
     for label, row in rows.items():
         row["ratio_to_sasrec_stack"] = row["seconds_per_batch"] / base
         print(f"{label}: x{row['ratio_to_sasrec_stack']:.2f} of the sasrec stack")
-    out = ROOT / "benchmarks" / "results" / f"multi_interest_batch_speed_{args.length}.json"
+    suffix = "_amp" if args.amp else ""
+    out = ROOT / "benchmarks" / "results" / f"multi_interest_batch_speed_{args.length}{suffix}.json"
     out.write_text(json.dumps({
-        "what": "forward + backward seconds per training batch, one thread",
+        "what": "forward + backward seconds per training batch, one thread"
+                + (", bfloat16 autocast" if args.amp else ""),
         "command": f"OMP_NUM_THREADS=1 python benchmarks/multi_interest_batch_speed.py "
-                   f"--length {args.length}",
+                   f"--length {args.length}" + (" --amp" if args.amp else ""),
         "batch": args.batch, "length": args.length, "n_items": N_ITEMS,
         "machine": {"processor": platform.processor(), "threads": 1},
         "torch": torch.__version__, "models": rows}, indent=2))

@@ -172,6 +172,11 @@ class CenterUpdate(nn.Module):
         return centers + fast_dropout(self.feed(self.feed_norm(centers)), self.dropout,
                                       self.training)
 
+    @staticmethod
+    def _share(logits: torch.Tensor, valid: torch.Tensor, center_dim: int) -> torch.Tensor:
+        """Each event's share of every center: softmax over the centers, 0 for non-events."""
+        return torch.softmax(logits, dim=center_dim) * valid.to(logits.dtype)
+
     def assignment(self, centers: torch.Tensor, states: torch.Tensor, valid: torch.Tensor
                    ) -> torch.Tensor:
         """(B|1, T|1, K, D) centers, (B, S, D) states, (B, T, S) valid events -> (B, T, K, S)
@@ -185,7 +190,7 @@ class CenterUpdate(nn.Module):
         logits = (query.reshape(batch, prefixes * n_centers, dim)
                   @ self.key(states).transpose(1, 2)) / math.sqrt(dim)
         logits = logits.view(batch, prefixes, n_centers, length)
-        return torch.softmax(logits, dim=-2) * valid.unsqueeze(2).to(logits.dtype)
+        return self._share(logits, valid.unsqueeze(2), center_dim=-2)
 
     def forward(self, centers: torch.Tensor, states: torch.Tensor, valid: torch.Tensor
                 ) -> torch.Tensor:
@@ -208,7 +213,7 @@ class CenterUpdate(nn.Module):
         logits = (query @ self.key(states).transpose(1, 2)) / math.sqrt(dim)  # (B, K, S)
         # running sums in float32 even under bfloat16 autocast (8 mantissa bits would lose
         # the newest events of a long history to rounding)
-        share = torch.softmax(logits.float(), dim=1) * real.unsqueeze(1).float()
+        share = self._share(logits.float(), real.unsqueeze(1), center_dim=1)
         mass = share.cumsum(dim=-1).transpose(1, 2).unsqueeze(-1)  # (B, S, K, 1)
         values = self.value(states).float().unsqueeze(1)  # (B, 1, S, D)
         running = (share.unsqueeze(-1) * values).cumsum(dim=2)  # (B, K, S, D)
@@ -223,7 +228,7 @@ class CenterUpdate(nn.Module):
         query = self._query(centers, batch)
         query = query.expand(batch, prefixes, *query.shape[2:])  # (B, T, K, D)
         logits = (query @ self.key(states).transpose(-1, -2)) / math.sqrt(dim)  # (B, T, K, W)
-        share = torch.softmax(logits, dim=-2) * valid.unsqueeze(2).to(logits.dtype)
+        share = self._share(logits, valid.unsqueeze(2), center_dim=-2)
         mass = share.sum(dim=-1, keepdim=True)  # (B, T, K, 1)
         return self._moved(centers, (share @ self.value(states)) / (mass + self.damping))
 

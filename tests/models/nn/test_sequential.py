@@ -187,6 +187,26 @@ def test_chunked_cross_entropy_matches_torch_values_and_gradients():
     torch.testing.assert_close(grads[1], weights.grad)
 
 
+def test_chunked_cross_entropy_is_float32_under_bfloat16_autocast():
+    # mixed precision keeps the loss in float32: inside autocast the chunked loss and its
+    # gradients equal the float32 ones (were its forward's logits bfloat16, the backward's
+    # float32 softmax would not match the forward's normaliser)
+    torch.manual_seed(0)
+    hidden = (torch.randn(300, 64) * 2).requires_grad_()
+    weights = torch.randn(5000, 64, requires_grad=True)
+    targets = torch.randint(0, 5000, (300,))
+    results = []
+    for amp in (False, True):
+        hidden.grad, weights.grad = None, None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            loss = losses.full_cross_entropy(hidden, targets, weights)
+        loss.backward()
+        results.append((loss.detach(), hidden.grad.clone(), weights.grad.clone()))
+    for exact, mixed in zip(*results, strict=True):
+        assert mixed.dtype == torch.float32
+        torch.testing.assert_close(mixed, exact)
+
+
 def test_gbce_matches_its_formula_by_hand():
     hidden = torch.tensor([[1.0, 0.0]])
     weights = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

@@ -33,49 +33,41 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weights, targets, chunk, sample_weight):  # noqa: D102
         with torch.autocast(hidden.device.type, enabled=False):
-            return _ChunkedCrossEntropy._forward(ctx, hidden, weights, targets, chunk,
-                                                 sample_weight)
-
-    @staticmethod
-    def _forward(ctx, hidden, weights, targets, chunk, sample_weight):
-        count = hidden.shape[0]
-        log_norm = torch.empty(count, dtype=hidden.dtype, device=hidden.device)
-        total = hidden.new_zeros(())
-        for start in range(0, count, chunk):
-            logits = hidden[start:start + chunk] @ weights.T  # (c, n_items)
-            norm = torch.logsumexp(logits, dim=1)
-            log_norm[start:start + chunk] = norm
-            losses = norm - logits.gather(1, targets[start:start + chunk, None])[:, 0]
-            if sample_weight is not None:
-                losses = losses * sample_weight[start:start + chunk]
-            total += losses.sum()
-        ctx.save_for_backward(hidden, weights, targets, log_norm, sample_weight)
-        ctx.chunk = chunk
-        return total / max(count, 1)
+            count = hidden.shape[0]
+            log_norm = torch.empty(count, dtype=hidden.dtype, device=hidden.device)
+            total = hidden.new_zeros(())
+            for start in range(0, count, chunk):
+                logits = hidden[start:start + chunk] @ weights.T  # (c, n_items)
+                norm = torch.logsumexp(logits, dim=1)
+                log_norm[start:start + chunk] = norm
+                losses = norm - logits.gather(1, targets[start:start + chunk, None])[:, 0]
+                if sample_weight is not None:
+                    losses = losses * sample_weight[start:start + chunk]
+                total += losses.sum()
+            ctx.save_for_backward(hidden, weights, targets, log_norm, sample_weight)
+            ctx.chunk = chunk
+            return total / max(count, 1)
 
     @staticmethod
     def backward(ctx, grad):  # noqa: D102
         with torch.autocast(grad.device.type, enabled=False):
-            return _ChunkedCrossEntropy._backward(ctx, grad)
-
-    @staticmethod
-    def _backward(ctx, grad):
-        hidden, weights, targets, log_norm, sample_weight = ctx.saved_tensors
-        count, chunk = hidden.shape[0], ctx.chunk
-        grad_hidden = torch.empty_like(hidden)
-        grad_weights = torch.zeros_like(weights)
-        scale = grad / max(count, 1)
-        for start in range(0, count, chunk):
-            rows = hidden[start:start + chunk]
-            probs = rows @ weights.T  # (c, n_items)
-            probs.sub_(log_norm[start:start + chunk, None]).exp_()
-            probs[torch.arange(len(rows), device=rows.device), targets[start:start + chunk]] -= 1
-            probs.mul_(scale)
-            if sample_weight is not None:
-                probs.mul_(sample_weight[start:start + chunk, None])
-            grad_hidden[start:start + chunk] = probs @ weights
-            grad_weights.addmm_(probs.T, rows)
-        return grad_hidden, grad_weights, None, None, None
+            hidden, weights, targets, log_norm, sample_weight = ctx.saved_tensors
+            count, chunk = hidden.shape[0], ctx.chunk
+            grad_hidden = torch.empty_like(hidden)
+            grad_weights = torch.zeros_like(weights)
+            scale = grad / max(count, 1)
+            for start in range(0, count, chunk):
+                rows = hidden[start:start + chunk]
+                probs = rows @ weights.T  # (c, n_items)
+                probs.sub_(log_norm[start:start + chunk, None]).exp_()
+                rows_at = torch.arange(len(rows), device=rows.device)
+                probs[rows_at, targets[start:start + chunk]] -= 1
+                probs.mul_(scale)
+                if sample_weight is not None:
+                    probs.mul_(sample_weight[start:start + chunk, None])
+                grad_hidden[start:start + chunk] = probs @ weights
+                grad_weights.addmm_(probs.T, rows)
+            return grad_hidden, grad_weights, None, None, None
 
 
 def full_cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -155,3 +157,25 @@ def test_other_ranks_fit_only_the_distributed_models(tmp_path, monkeypatch):
     monkeypatch.setattr(EASE, "fit", refuse)
     assert run_experiment(config, tmp_path / "runs", rank=1, world_size=2) is None
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_stored_ml1m_sasrec_evaluation_pairs_with_a_run_made_today(tmp_path, shared_data):
+    """benchmarks/results/per_user/ml-1m-sasrec-ce-seed0 holds one SASRec + CE run's per-user
+    test values so later runs on the file can be paired without training it again: today's
+    reading and split of the file must still match it (same fingerprint, split, users)."""
+    from userlens.config import ExperimentConfig
+    from userlens.evaluation.experiment import run_experiment
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    stored = results / "per_user" / "ml-1m-sasrec-ce-seed0"
+    config = ExperimentConfig.model_validate({
+        "name": "pair", "data": {"dataset": "ml-1m-sasrec"},
+        "split": {"method": "leave_one_out"},
+        "evaluation": {"metrics": ["hr@10", "ndcg@10"]},
+        "models": [{"name": "most_popular"}]})
+    run_experiment(config, tmp_path / "runs", mirror=shared_data)
+    result = compare_runs(stored, tmp_path / "runs" / "most_popular")
+    assert result["users"] == 6040
+    ndcg = next(row for row in result["metrics"] if row["metric"] == "ndcg@10")
+    assert 0.17 < ndcg["a"] < 0.19  # the stored SASRec + CE run (0.1789)
+    assert ndcg["b"] < ndcg["a"] and ndcg["t_pvalue"] < 1e-10

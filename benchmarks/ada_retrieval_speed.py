@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
@@ -85,7 +85,7 @@ def main() -> None:
               f"(x{row['scoring_ratio']:.2f})", flush=True)
     out = ROOT / "benchmarks" / "results" / f"ada_retrieval_speed_{config.name}.json"
     out.write_text(json.dumps({"config": str(args.config), "epochs": args.epochs,
-                               "machine": {"processor": platform.processor(), "threads": 1},
+                               "machine": machine(threads=1),
                                "models": results}, indent=2))
     print(f"wrote {out}")
 

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 from pathlib import Path
+
+from _machine import machine
 
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
@@ -57,7 +58,7 @@ def main() -> None:
     median = {label: statistics.median(values) for label, values in seconds.items()}
     result = {
         "config": str(args.config), "epochs": args.epochs, "rounds": args.rounds,
-        "machine": {"processor": platform.processor(), "threads": 1},
+        "machine": machine(threads=1),
         "median_epoch_seconds": median,
         "ratio_to_sasrec": {label: median[label] / median["sasrec"] for label in median},
         "params": {label: params for label, (_, params) in variants.items()},

@@ -27,6 +27,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from userlens.data import k_core, leave_one_out, read
 from userlens.evaluation import evaluate
@@ -163,8 +164,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "ml1m_baselines.json")
     args = parser.parse_args()
-    report = {"machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
-                          "platform": platform.platform()},
+    report = {"machine": machine(platform=platform.platform()),
               "userlens": userlens_leaderboard()}
     if not args.no_recbole:
         report["recbole_parity"] = parity_with_recbole()

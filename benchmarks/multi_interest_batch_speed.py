@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
+from _machine import machine
 
 from userlens.models.nn.multi_interest import HCNEncoder, MultiInterestEncoder, sequence_encoder
 from userlens.models.sequential_config import ComiRecConfig, HCNConfig
@@ -87,7 +87,7 @@ def main() -> None:
         "command": f"OMP_NUM_THREADS=1 python benchmarks/multi_interest_batch_speed.py "
                    f"--length {args.length}" + (" --amp" if args.amp else ""),
         "batch": args.batch, "length": args.length, "n_items": N_ITEMS,
-        "machine": {"processor": platform.processor(), "threads": 1},
+        "machine": machine(threads=1),
         "torch": torch.__version__, "models": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from userlens import artefact
 from userlens.config import load_config
@@ -108,9 +107,7 @@ def main() -> None:
                   f"{overlap:.3f}, {entry['us_per_user']:.0f} us/user", flush=True)
         rows.append(row)
     out = ROOT / "benchmarks" / "results" / f"multi_interest_retrieval_{args.config.stem}.json"
-    machine = {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-               "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
-    out.write_text(json.dumps({"config": str(args.config), "machine": machine,
+    out.write_text(json.dumps({"config": str(args.config), "machine": machine(),
                                "results": rows}, indent=1) + "\n")
     print(f"wrote {out}")
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
@@ -93,7 +93,7 @@ def main() -> None:
     out = ROOT / "benchmarks" / "results" / f"sequence_model_speed_{name}.json"
     out.write_text(json.dumps({"config": [str(p) for p in args.config], "epochs": args.epochs,
                                "users_scored": len(users),
-                               "machine": {"processor": platform.processor(), "threads": 1},
+                               "machine": machine(threads=1),
                                "models": rows}, indent=2))
     print(f"wrote {out}")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import socket
 import subprocess
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from _machine import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
@@ -165,8 +165,7 @@ def main() -> None:
     db = f"sqlite:///{db_path}"
     if not db_path.exists():
         import_events(args.work, db)
-    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                "processor": platform.processor()},
+    result: dict = {"machine": machine(),
                     "workers": args.workers, "seconds_per_level": args.seconds,
                     "database": "sqlite (WAL, synchronous=FULL), ML-1M events imported"}
 
@@ -209,7 +208,7 @@ def compare(args) -> None:
 
     sides = {"baseline": (args.baseline_work, str(args.baseline_src.resolve())),
              "current": (args.work, "")}
-    result: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    result: dict = {"machine": machine(),
                     "workers": args.workers, "seconds_per_run": args.seconds,
                     "reps": args.reps, "baseline_src": str(args.baseline_src)}
     for model in ("ease", "sasrec"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import tempfile
 import time
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine
 
 from userlens.data.datasets import find_mirror
 from userlens.data.interactions import IdIndex, Interactions
@@ -113,7 +113,7 @@ def main() -> None:
               "repeats": args.repeats, "reload_artefact_seconds": reload_seconds,
               "first_embedding_call_seconds": first_call_seconds,
               "recommend_before_ms": 1000 * before, "batches": rows,
-              "machine": platform.processor() or platform.machine(),
+              "machine": machine(threads=args.threads),
               "torch": torch.__version__}
     print(json.dumps(result, indent=2))
     out = ROOT / "benchmarks" / "results" / f"serving_new_items_{args.items}_{args.ann}.json"

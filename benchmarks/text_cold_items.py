@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+from _machine import machine
 from rich.console import Console
 from rich.table import Table
 
@@ -108,8 +108,8 @@ def main() -> None:
         "config": str(args.config), "cold_share": args.cold_share, "seed": config.seed,
         "cold_items": len(cold), "items": n_items, "cold_test_users": len(cold_part.test),
         "warm_test_users": len(warm_part.test), "protocol": "leave-one-out, full ranking, "
-        "seen items filtered, file-order ties", "machine": platform.processor() or
-        platform.machine(), "results": rows}, indent=2))
+        "seen items filtered, file-order ties", "machine": machine(threads=args.threads),
+        "results": rows}, indent=2))
     console.print(f"wrote {out}")
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import machine
 
 from userlens.data.datasets import find_mirror
 from userlens.data.readers import read
@@ -58,7 +58,7 @@ def main() -> None:
               "words_per_text_mean": float(lengths.mean()),
               "threads": torch.get_num_threads(), "seconds": cold,
               "texts_per_second": args.items / cold, "cached_seconds": cached,
-              "machine": platform.processor() or platform.machine(),
+              "machine": machine(),
               "torch": torch.__version__}
     print(json.dumps(result, indent=2))
     out = ROOT / "benchmarks" / "results" / "text_embedding_speed.json"

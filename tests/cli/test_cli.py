@@ -174,3 +174,56 @@ def test_every_shipped_config_validates(path):
     config = load_config(path)
     for entry in config.models:  # hyper-parameters checked by each model's own class
         config_class(entry.name).model_validate(entry.params)
+
+
+def test_reuse_evaluates_a_saved_model_with_new_metrics_without_training(tmp_path, log_file,
+                                                                         monkeypatch):
+    from userlens.models import EASE
+
+    first = write_config(tmp_path, log_file)
+    result = runner.invoke(app, ["run", str(first), "--out", str(tmp_path / "first")])
+    assert result.exit_code == 0, result.output
+    saved = tmp_path / "first" / "ease"
+    before = np.load(saved / "per_user.npz")
+    fit_seconds = json.loads((saved / "results.json").read_text())["fit_seconds"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a reused model must not be trained again")
+
+    monkeypatch.setattr(EASE, "fit", no_training)
+    second = write_config(tmp_path, log_file, models=['name = "ease"\nparams = { l2 = 10.0 }'],
+                          metrics='["hr@5", "ndcg@5", "hr@10"]')
+    result = runner.invoke(app, ["run", str(second), "--out", str(tmp_path / "second"),
+                                 "--reuse", f"ease={saved}"])
+    assert result.exit_code == 0, result.output
+    assert "reused from" in result.output
+    again = tmp_path / "second" / "ease"
+    after = np.load(again / "per_user.npz")
+    np.testing.assert_array_equal(after["users"], before["users"])
+    np.testing.assert_array_equal(after["hr@5"], before["hr@5"])
+    np.testing.assert_array_equal(after["ndcg@5"], before["ndcg@5"])
+    assert "hr@10" in after.files and after["hr@10"].mean() >= after["hr@5"].mean()
+    results = json.loads((again / "results.json").read_text())
+    assert results["fit_seconds"] == fit_seconds
+    assert json.loads((again / "manifest.json").read_text())["reused_from"] == str(saved)
+
+
+@pytest.mark.parametrize("models, reuse, expected", [
+    (['name = "ease"\nparams = { l2 = 20.0 }'], "ease={saved}",
+     "params {'l2': 10.0} in the artefact, {'l2': 20.0} in this run"),
+    (['name = "ease"\nparams = { l2 = 10.0 }'], "easy={saved}", "no model labelled 'easy'"),
+    (['name = "ease"\nparams = { l2 = 10.0 }'], "ease", "expected LABEL=ARTEFACT"),
+    (['name = "ease"\nparams = { l2 = 10.0 }'], "ease={missing}", "not an evaluated artefact"),
+])
+def test_reuse_refuses_an_artefact_of_another_entry(tmp_path, log_file, models, reuse,
+                                                     expected):
+    first = write_config(tmp_path, log_file)
+    assert runner.invoke(app, ["run", str(first), "--out", str(tmp_path / "first")]
+                         ).exit_code == 0
+    second = write_config(tmp_path, log_file, models=models)
+    reuse = reuse.format(saved=tmp_path / "first" / "ease", missing=tmp_path / "nothing")
+    result = runner.invoke(app, ["run", str(second), "--out", str(tmp_path / "second"),
+                                 "--reuse", reuse])
+    assert result.exit_code == 2
+    assert expected in " ".join(result.output.split())
+    assert not (tmp_path / "second").exists()

@@ -42,6 +42,11 @@ def run(
     plot: Annotated[Path | None, typer.Option(help="save a bar chart of the metrics (PNG)")] = None,
     nproc: Annotated[int, typer.Option(help="data-parallel training processes (torch DDP; "
                                             "gloo on CPU, nccl on GPU)")] = 1,
+    reuse: Annotated[list[str] | None, typer.Option(
+        "--reuse", metavar="LABEL=ARTEFACT",
+        help="evaluate the model labelled LABEL from an earlier run's artefact instead of "
+             "training it again (checked: same model, parameters, seed, data and split); "
+             "repeatable")] = None,
 ) -> None:
     """Read, filter, split, fit every model, evaluate, and print the leaderboard."""
     from userlens.config import load_config
@@ -53,6 +58,15 @@ def run(
     except user_errors() as error:
         fail(str(error))
     target = out_dir or Path("runs") / experiment.name
+    reused: dict[str, Path] = {}
+    for pair in reuse or []:
+        label, sep, folder = pair.partition("=")
+        if not sep or not label or not folder:
+            fail(f"--reuse {pair}: expected LABEL=ARTEFACT (a model label of the config and "
+                 "the artefact folder of an earlier run)")
+        reused[label] = Path(folder)
+    if reused and (nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        fail("--reuse: not with data-parallel training (--nproc)")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
     on_event = _run_printer(progress)
@@ -69,7 +83,7 @@ def run(
             with progress:
                 report = run_experiment(experiment, target,
                                         mirror=mirror_path(), data_home=data_home_path(),
-                                        on_event=on_event)
+                                        on_event=on_event, reuse=reused)
     except user_errors() as error:
         fail(str(error).strip("'\""))
     if plot is not None:
@@ -168,6 +182,9 @@ def _run_printer(progress: Progress) -> Callable[[str, dict], None]:
             err.print(f"split: {payload}")
         elif event == "fit_start":
             tasks[payload["model"]] = progress.add_task(f"fit {payload['model']}", total=None)
+            if "reused_from" in payload:
+                err.print(f"{payload['model']}: not trained, reused from "
+                          f"{payload['reused_from']}", highlight=False)
         elif event == "fit_end":
             progress.update(tasks[payload["model"]],
                             description=f"evaluate {payload['model']}")

@@ -53,6 +53,7 @@ def run_experiment(
     world_size: int = 1,
     frame=None,
     fitted: dict[str, tuple[Recommender, float]] | None = None,
+    reuse: dict[str, Path] | None = None,
 ) -> dict | None:
     """Read, filter, split, fit and evaluate every model; write artefacts; return the report.
 
@@ -66,6 +67,10 @@ def run_experiment(
     ``fitted`` maps a model's label to a model already trained on this split with that
     entry's parameters and its fit time (``userlens tune`` passes the winning trial's model):
     it is evaluated and written as it is, not trained again.
+
+    ``reuse`` maps a model's label to an artefact an earlier run wrote for that entry (same
+    model, parameters, seed, data and split, checked): it is loaded and evaluated with this
+    config's metrics, not trained again; its fit time and training log are carried over.
     """
     if rank != 0:
         on_event = None
@@ -76,6 +81,7 @@ def run_experiment(
     split = make_split(dataset, config.split, config.seed)
     notify("split", split.summary())
     fingerprint = dataset.interactions.fingerprint()
+    reused = reuse_artefacts(config, reuse or {}, fingerprint, split)
 
     if rank != 0:
         for entry in config.models:
@@ -90,7 +96,11 @@ def run_experiment(
     try:
         for entry in config.models:
             label = entry.display
-            if label in (fitted or {}):
+            if label in reused:
+                model, fit_seconds = reused[label].model, reused[label].fit_seconds
+                notify("fit_start", {"model": label, "reused_from": str(reused[label].path)})
+                notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
+            elif label in (fitted or {}):
                 model, fit_seconds = fitted[label]
                 notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
             else:
@@ -110,7 +120,7 @@ def run_experiment(
                                 "metrics": result.means()})
             runs.append(ModelRun(label, entry.name, fit_seconds, result))
             _write_artefact(tmp / label, model, dataset, config, entry, split, result,
-                            fit_seconds, fingerprint)
+                            fit_seconds, fingerprint, reused.get(label))
         report = build_report(config, dataset, split, runs)
         (tmp / "report.json").write_text(json.dumps(report, indent=2))
         (tmp / "config.json").write_text(config.model_dump_json(indent=2))
@@ -126,6 +136,49 @@ def run_experiment(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return report
+
+
+@dataclass
+class Reused:
+    """A model loaded from an earlier run's artefact instead of trained again."""
+
+    path: Path
+    model: Recommender
+    fit_seconds: float
+    training: dict | None
+
+
+def reuse_artefacts(config: ExperimentConfig, reuse: dict[str, Path], fingerprint: str,
+                    split: Split) -> dict[str, Reused]:
+    """Load the artefacts ``reuse`` names (label -> folder), each checked to be what this
+    config's entry of that label would train: the same model and parameters, seed, data
+    fingerprint and split. A mismatch is a ValueError that names the label and the field."""
+    entries = {entry.display: entry for entry in config.models}
+    loaded: dict[str, Reused] = {}
+    for label, path in reuse.items():
+        entry = entries.get(label)
+        if entry is None:
+            raise ValueError(f"reuse {label}={path}: {config.name} has no model labelled "
+                             f"'{label}' (its labels: {', '.join(entries)})")
+        manifest, _, _ = artefact.read_evaluation(path)
+        # the split summary as the manifest stores it (JSON: tuples become lists)
+        expected = {"model": entry.name, "params": entry.params, "seed": config.seed,
+                    "split": json.loads(json.dumps(split.summary()))}
+        found = {"model": manifest.get("model"), "params": manifest.get("params"),
+                 "seed": manifest.get("seed"), "split": manifest.get("split")}
+        expected["data fingerprint"] = fingerprint
+        found["data fingerprint"] = (manifest.get("data") or {}).get("fingerprint")
+        differ = [key for key in expected if expected[key] != found[key]]
+        if differ:
+            key = differ[0]
+            raise ValueError(f"reuse {label}={path}: {key} {found[key]!r} in the artefact, "
+                             f"{expected[key]!r} in this run; only an artefact of this entry "
+                             "on this data and split can stand in for training it")
+        results = json.loads((Path(path) / artefact.RESULTS).read_text()) if (
+            Path(path) / artefact.RESULTS).is_file() else {}
+        loaded[label] = Reused(Path(path), artefact.read(path).model,
+                               float(results.get("fit_seconds") or 0.0), results.get("training"))
+    return loaded
 
 
 def fit_model(name: str, params: dict, dataset: Dataset, split: Split, seed: int,
@@ -164,7 +217,7 @@ def build_report(config: ExperimentConfig, dataset: Dataset, split: Split,
 
 def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfig,
                     entry: ModelEntry, split: Split, result: EvalResult, fit_seconds: float,
-                    fingerprint: str) -> None:
+                    fingerprint: str, reused: Reused | None = None) -> None:
     manifest = {
         "label": entry.display,
         "params": entry.params,
@@ -172,6 +225,7 @@ def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfi
         "data": {"source": dataset.source, "fingerprint": fingerprint, **dataset.summary()},
         "split": split.summary(),
         "protocol": result.protocol,
+        **({"reused_from": str(reused.path)} if reused is not None else {}),
     }
     results = {
         "protocol": result.protocol,
@@ -180,7 +234,7 @@ def _write_artefact(path: Path, model, dataset: Dataset, config: ExperimentConfi
         "fit_seconds": fit_seconds,
         "eval_seconds": result.eval_seconds,
         "info": result.info,
-        "training": model.training_log(),
+        "training": reused.training if reused is not None else model.training_log(),
     }
     semantics = config.data.semantics(dataset.interactions.event_types
                                       if config.data.columns.event_type else None)

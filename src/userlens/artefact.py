@@ -210,6 +210,15 @@ def read(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Artefact:
                     semantics=semantics, version=version(path), item_vectors=vectors)
 
 
+def read_results(path: str | Path) -> dict:
+    """The evaluation an artefact was written with (metrics, timings, training log); empty
+    when it has none."""
+    results = _read_json(Path(path) / RESULTS, default={})
+    if not isinstance(results, dict):
+        raise ArtefactError(f"{path}: {RESULTS} must be a JSON object")
+    return results
+
+
 def read_evaluation(path: str | Path) -> tuple[dict, dict[str, np.ndarray], np.ndarray]:
     """(manifest, per-user metric values, evaluated user indices) of an evaluated artefact."""
     path = Path(path)

@@ -213,7 +213,7 @@ def test_reuse_evaluates_a_saved_model_with_new_metrics_without_training(tmp_pat
      "params {'l2': 10.0} in the artefact, {'l2': 20.0} in this run"),
     (['name = "ease"\nparams = { l2 = 10.0 }'], "easy={saved}", "no model labelled 'easy'"),
     (['name = "ease"\nparams = { l2 = 10.0 }'], "ease", "expected LABEL=ARTEFACT"),
-    (['name = "ease"\nparams = { l2 = 10.0 }'], "ease={missing}", "not an evaluated artefact"),
+    (['name = "ease"\nparams = { l2 = 10.0 }'], "ease={missing}", "not a userlens artefact"),
 ])
 def test_reuse_refuses_an_artefact_of_another_entry(tmp_path, log_file, models, reuse,
                                                      expected):

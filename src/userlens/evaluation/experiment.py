@@ -82,6 +82,7 @@ def run_experiment(
     notify("split", split.summary())
     fingerprint = dataset.interactions.fingerprint()
     reused = reuse_artefacts(config, reuse or {}, fingerprint, split)
+    fitted = {**(fitted or {}), **{label: (r.model, r.fit_seconds) for label, r in reused.items()}}
 
     if rank != 0:
         for entry in config.models:
@@ -96,12 +97,10 @@ def run_experiment(
     try:
         for entry in config.models:
             label = entry.display
-            if label in reused:
-                model, fit_seconds = reused[label].model, reused[label].fit_seconds
-                notify("fit_start", {"model": label, "reused_from": str(reused[label].path)})
-                notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
-            elif label in (fitted or {}):
+            if label in fitted:
                 model, fit_seconds = fitted[label]
+                if label in reused:
+                    notify("fit_start", {"model": label, "reused_from": str(reused[label].path)})
                 notify("fit_end", {"model": label, "seconds": fit_seconds, "reused": True})
             else:
                 notify("fit_start", {"model": label})
@@ -160,24 +159,23 @@ def reuse_artefacts(config: ExperimentConfig, reuse: dict[str, Path], fingerprin
         if entry is None:
             raise ValueError(f"reuse {label}={path}: {config.name} has no model labelled "
                              f"'{label}' (its labels: {', '.join(entries)})")
-        manifest, _, _ = artefact.read_evaluation(path)
-        # the split summary as the manifest stores it (JSON: tuples become lists)
-        expected = {"model": entry.name, "params": entry.params, "seed": config.seed,
-                    "split": json.loads(json.dumps(split.summary()))}
-        found = {"model": manifest.get("model"), "params": manifest.get("params"),
-                 "seed": manifest.get("seed"), "split": manifest.get("split")}
-        expected["data fingerprint"] = fingerprint
-        found["data fingerprint"] = (manifest.get("data") or {}).get("fingerprint")
-        differ = [key for key in expected if expected[key] != found[key]]
-        if differ:
-            key = differ[0]
-            raise ValueError(f"reuse {label}={path}: {key} {found[key]!r} in the artefact, "
-                             f"{expected[key]!r} in this run; only an artefact of this entry "
-                             "on this data and split can stand in for training it")
-        results = json.loads((Path(path) / artefact.RESULTS).read_text()) if (
-            Path(path) / artefact.RESULTS).is_file() else {}
-        loaded[label] = Reused(Path(path), artefact.read(path).model,
-                               float(results.get("fit_seconds") or 0.0), results.get("training"))
+        saved = artefact.read(path)
+        manifest = saved.manifest
+        # field: (in the artefact, in this run); the split as the manifest stores it (JSON)
+        fields = {"model": (manifest.get("model"), entry.name),
+                  "params": (manifest.get("params"), entry.params),
+                  "seed": (manifest.get("seed"), config.seed),
+                  "data fingerprint": ((manifest.get("data") or {}).get("fingerprint"),
+                                       fingerprint),
+                  "split": (manifest.get("split"), json.loads(json.dumps(split.summary())))}
+        for field, (found, expected) in fields.items():
+            if found != expected:
+                raise ValueError(f"reuse {label}={path}: {field} {found!r} in the artefact, "
+                                 f"{expected!r} in this run; only an artefact of this entry "
+                                 "on this data and split can stand in for training it")
+        results = artefact.read_results(path)
+        loaded[label] = Reused(Path(path), saved.model, float(results.get("fit_seconds") or 0.0),
+                               results.get("training"))
     return loaded
 
 

@@ -252,6 +252,26 @@ def test_early_stopping_restores_the_best_epoch():
     assert result.means()["ndcg@10"] == pytest.approx(best, abs=1e-6)
 
 
+def test_validation_curve_leaves_out_repeated_targets_as_evaluation_does():
+    # 30 users walk 9 steps of the 9-item cycle (the validation item is new to them), 10
+    # walk 12 (it is already in their history, so evaluation drops it as a repeat)
+    rng = np.random.default_rng(0)
+    users, items = [], []
+    for user in range(40):
+        length, start = (9 if user < 30 else 12), rng.integers(9)
+        users += [user] * length
+        items += [(start + step) % 9 for step in range(length)]
+    split = leave_one_out(Interactions.from_arrays(np.array(users), np.array(items), n_items=9))
+    model = SASRec(SASRecConfig(**{**TINY, "max_epochs": 15}, patience=3)).fit(
+        split.train, valid=split.valid)
+    result = evaluate(model, split, ["ndcg@10"], stage="valid")
+    assert result.info["targets_removed_as_repeats"] == 10
+    # the same number in both places: the 10 are not averaged in as misses
+    assert model.training_["best_valid_ndcg@10"] == pytest.approx(
+        result.means()["ndcg@10"], abs=1e-6)
+    assert model.training_["best_valid_ndcg@10"] > 0.8
+
+
 def test_target_ranks_are_the_positions_top_k_gives_ties_included():
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, size=(64, 30)).astype(np.float32)  # many ties

@@ -207,12 +207,19 @@ class SequentialRecommender(Recommender):
     def _validator(self, train_events: Interactions, valid: Interactions,
                    seed: int, k: int | None = None) -> Callable[[], float]:
         """NDCG@k (``valid_k`` unless given) of each validation item, ranked from the
-        user's train history."""
+        user's train history, averaged as evaluation averages it: under ``valid_repeats =
+        "exclude"`` a user whose validation item is already in the history is left out (as
+        ``evaluate`` drops such targets), not counted as a miss. The users left out are the
+        same at every epoch, so this scales a run's curve and never moves its best epoch."""
         k = k or self.config.valid_k
         users, target = self._validation_users(train_events, valid, seed)
         rank, world_size = world()
         mine = users[rank::world_size]
         histories = train_events.histories(mine)
+        counted = float(len(mine))
+        if self.config.valid_repeats == "exclude":  # less the targets already in the history
+            rows = np.repeat(np.arange(len(mine)), histories.lengths())
+            counted -= len(np.unique(rows[histories.item_idx == target[mine][rows]]))
 
         def validate() -> float:
             total = 0.0
@@ -233,7 +240,7 @@ class SequentialRecommender(Recommender):
                 ranked = scores.gather(1, targets.view(-1, 1)).view(-1) > float("-inf")
                 total += float(torch.where((ranks < k) & ranked, 1.0 / torch.log2(ranks + 2),
                                            0.0).sum())
-            total, count = all_reduce_sum([total, float(len(mine))], self.device_)
+            total, count = all_reduce_sum([total, counted], self.device_)
             return total / max(count, 1.0)
 
         return validate

@@ -117,6 +117,11 @@ def test_the_configs_own_values_are_the_first_trial_when_inside_the_space(
     assert 0.1 <= first <= 1000.0
     # the winner is at least as good on validation as the config's own setting (when tried)
     assert summary["studies"][0]["best_valid_ndcg@10"] >= study.trials[0].value
+    # every trial is in the summary, as the study holds it
+    log = summary["studies"][0]["trial_log"]
+    assert [(t["trial"], t["value"], t["params"]) for t in log] == [
+        (t.number, t.value, t.params) for t in study.trials]
+    assert all(t["state"] == "complete" and t["seconds"] >= 0 for t in log)
     # a resumed study does not try the config's values again
     tune_experiment(config, tmp_path / "tune", trials=1)
     study = optuna.load_study(study_name="ease",

@@ -163,7 +163,16 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
         "seconds": time.perf_counter() - started, "best_trial": best.number,
         f"best_valid_{OBJECTIVE}": best.value, "best_params": best.params,
         "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
+        "trial_log": [_trial_record(t) for t in study.trials],
     }, kept
+
+
+def _trial_record(trial: Any) -> dict:
+    """One trial for the summary: number, state, validation value, parameters, seconds."""
+    seconds = (trial.datetime_complete - trial.datetime_start).total_seconds() if (
+        trial.datetime_complete and trial.datetime_start) else None
+    return {"trial": trial.number, "state": trial.state.name.lower(), "value": trial.value,
+            "params": trial.params, "seconds": seconds}
 
 
 def _objective(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split,

@@ -194,11 +194,16 @@ class SequentialRecommender(Recommender):
     def _validation_users(self, train_events: Interactions, valid: Interactions,
                           seed: int) -> tuple[np.ndarray, np.ndarray]:
         """(users validated on, sorted; each user's validation item, -1 for none): users with
-        a validation item and a train history, at most ``max_valid_users`` drawn by seed."""
+        a validation item and a train history, less those whose item is already in it when
+        repeats are excluded (``evaluate`` drops such targets too, so they are neither scored
+        nor averaged in as misses), at most ``max_valid_users`` drawn by seed."""
         target = np.full(train_events.n_users, -1, np.int64)
         target[valid.user_idx] = valid.item_idx
         has_history = train_events.user_counts() > 0
         users = np.flatnonzero((target >= 0) & has_history)
+        if self.config.valid_repeats == "exclude":
+            seen = train_events.to_csr()[users, target[users]]
+            users = users[np.asarray(seen).ravel() == 0]
         if self.config.max_valid_users and len(users) > self.config.max_valid_users:
             users = np.sort(np.random.default_rng(seed).choice(
                 users, self.config.max_valid_users, replace=False))
@@ -207,19 +212,12 @@ class SequentialRecommender(Recommender):
     def _validator(self, train_events: Interactions, valid: Interactions,
                    seed: int, k: int | None = None) -> Callable[[], float]:
         """NDCG@k (``valid_k`` unless given) of each validation item, ranked from the
-        user's train history, averaged as evaluation averages it: under ``valid_repeats =
-        "exclude"`` a user whose validation item is already in the history is left out (as
-        ``evaluate`` drops such targets), not counted as a miss. The users left out are the
-        same at every epoch, so this scales a run's curve and never moves its best epoch."""
+        user's train history, over the users evaluation would count (``_validation_users``)."""
         k = k or self.config.valid_k
         users, target = self._validation_users(train_events, valid, seed)
         rank, world_size = world()
         mine = users[rank::world_size]
         histories = train_events.histories(mine)
-        counted = float(len(mine))
-        if self.config.valid_repeats == "exclude":  # less the targets already in the history
-            rows = np.repeat(np.arange(len(mine)), histories.lengths())
-            counted -= len(np.unique(rows[histories.item_idx == target[mine][rows]]))
 
         def validate() -> float:
             total = 0.0
@@ -240,7 +238,7 @@ class SequentialRecommender(Recommender):
                 ranked = scores.gather(1, targets.view(-1, 1)).view(-1) > float("-inf")
                 total += float(torch.where((ranks < k) & ranked, 1.0 / torch.log2(ranks + 2),
                                            0.0).sum())
-            total, count = all_reduce_sum([total, counted], self.device_)
+            total, count = all_reduce_sum([total, float(len(mine))], self.device_)
             return total / max(count, 1.0)
 
         return validate

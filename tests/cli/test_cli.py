@@ -145,14 +145,16 @@ def test_fetch_unknown_dataset_lists_known(monkeypatch, tmp_path):
     assert result.exit_code == 2 and "known datasets: ml-100k" in result.output
 
 
+SASREC_TINY = ('name = "sasrec"\nparams = { max_epochs = 3, max_len = 8, dim = 16, '
+               'batch_size = 16, threads = 1 }')
+
+
 @pytest.mark.slow
 def test_run_with_two_processes(tmp_path, log_file):
     import subprocess
     import sys
 
-    config = write_config(tmp_path, log_file, models=[
-        'name = "sasrec"\nparams = { max_epochs = 3, max_len = 8, dim = 16, batch_size = 16, '
-        'threads = 1 }'])
+    config = write_config(tmp_path, log_file, models=[SASREC_TINY])
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "userlens.cli.main", "run", str(config),
                            "--nproc", "2", "--json", "--out", str(out)],
@@ -161,6 +163,52 @@ def test_run_with_two_processes(tmp_path, log_file):
     report = json.loads(done.stdout)
     assert report["results"][0]["model"] == "sasrec"
     assert (out / "sasrec" / "model" / "arrays.npz").exists()
+
+
+@pytest.mark.slow
+def test_reuse_with_two_processes_trains_the_rest_together(tmp_path, log_file):
+    """A reused model is trained by no rank (rank 0 only loads it), so the others still
+    train together; before, --reuse was refused with --nproc."""
+    import subprocess
+    import sys
+
+    first = write_config(tmp_path, log_file)
+    assert runner.invoke(app, ["run", str(first), "--out", str(tmp_path / "first")]
+                         ).exit_code == 0
+    saved = tmp_path / "first" / "ease"
+    second = write_config(tmp_path, log_file,
+                          models=['name = "ease"\nparams = { l2 = 10.0 }', SASREC_TINY])
+    out = tmp_path / "second"
+    done = subprocess.run([sys.executable, "-m", "userlens.cli.main", "run", str(second),
+                           "--nproc", "2", "--json", "--out", str(out), "--reuse",
+                           f"ease={saved}"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert [r["model"] for r in json.loads(done.stdout)["results"]] == ["ease", "sasrec"]
+    np.testing.assert_array_equal(np.load(out / "ease" / "per_user.npz")["ndcg@5"],
+                                  np.load(saved / "per_user.npz")["ndcg@5"])
+    assert json.loads((out / "ease" / "manifest.json").read_text())["reused_from"] == str(saved)
+    assert json.loads((out / "sasrec" / "results.json").read_text())["fit_seconds"] > 0
+
+
+@pytest.mark.slow
+def test_a_bad_reuse_with_two_processes_is_a_clear_error(tmp_path, log_file):
+    import subprocess
+    import sys
+
+    first = write_config(tmp_path, log_file)
+    assert runner.invoke(app, ["run", str(first), "--out", str(tmp_path / "first")]
+                         ).exit_code == 0
+    second = write_config(tmp_path, log_file,
+                          models=['name = "ease"\nparams = { l2 = 20.0 }', SASREC_TINY])
+    done = subprocess.run([sys.executable, "-m", "userlens.cli.main", "run", str(second),
+                           "--nproc", "2", "--out", str(tmp_path / "second"), "--reuse",
+                           f"ease={tmp_path / 'first' / 'ease'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "params {'l2': 10.0} in the artefact, {'l2': 20.0} in this run" in message
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "second").exists()
 
 
 CONFIGS = sorted((__import__("pathlib").Path(__file__).parents[2] / "configs").glob("*.toml"))

@@ -65,8 +65,6 @@ def run(
             fail(f"--reuse {pair}: expected LABEL=ARTEFACT (a model label of the config and "
                  "the artefact folder of an earlier run)")
         reused[label] = Path(folder)
-    if reused and (nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1):
-        fail("--reuse: not with data-parallel training (--nproc)")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn(
         "{task.completed}/{task.total}"), TimeElapsedColumn(), console=err, transient=True)
     on_event = _run_printer(progress)
@@ -76,7 +74,7 @@ def run(
         return
     try:
         if nproc > 1 or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            report = _run_distributed(config, target, nproc)
+            report = _run_distributed(config, target, nproc, reused)
             if report is None:  # a torchrun worker other than rank 0
                 return
         else:
@@ -264,24 +262,27 @@ def _print_event(event: str, payload: dict) -> None:
 
 
 def _distributed_worker(rank: int, world_size: int, config: Path, target: Path,
-                        mirror: Path | None, data_home: Path) -> dict | None:
+                        mirror: Path | None, data_home: Path,
+                        reuse: dict[str, Path]) -> dict | None:
     from userlens.config import load_config
     from userlens.evaluation.experiment import run_experiment
 
     return run_experiment(load_config(config), target, mirror=mirror, data_home=data_home,
-                          on_event=_print_event, rank=rank, world_size=world_size)
+                          on_event=_print_event, rank=rank, world_size=world_size,
+                          reuse=reuse)
 
 
-def _run_distributed(config: Path, target: Path, nproc: int) -> dict | None:
+def _run_distributed(config: Path, target: Path, nproc: int,
+                     reuse: dict[str, Path]) -> dict | None:
     """Spawn ``nproc`` workers, or join torchrun's group when WORLD_SIZE is set."""
     from userlens.models.nn import distributed
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         rank, world_size = distributed.init_from_environment()
         return _distributed_worker(rank, world_size, config, target, mirror_path(),
-                                   data_home_path())
+                                   data_home_path(), reuse)
     return distributed.launch(_distributed_worker, nproc, config, target, mirror_path(),
-                              data_home_path())
+                              data_home_path(), reuse)
 
 
 @app.command()

@@ -86,6 +86,8 @@ def run_experiment(
 
     if rank != 0:
         for entry in config.models:
+            if entry.display in fitted:  # rank 0 does not train it, so neither does this rank
+                continue
             model = create(entry.name, entry.params)
             if model.can(Capability.DISTRIBUTED):
                 give_side_data(model, dataset)

@@ -39,17 +39,36 @@ def _worker(rank: int, world_size: int, port: int, function: Callable[..., Any],
     try:
         value = function(rank, world_size, *args)
         if rank == 0:
-            results.put(value)
+            results.put(("value", value))
         dist.barrier()  # no rank tears gloo down while another still talks to it
+    except Exception as error:
+        try:  # the parent raises it as it is (a clear message, not a worker's traceback)
+            results.put(("error", error))
+        except Exception:  # not picklable: the parent reports the worker's traceback
+            pass
+        raise
     finally:
         dist.destroy_process_group()
 
 
 def launch(function: Callable[..., Any], world_size: int, *args: Any) -> Any:
     """Run ``function(rank, world_size, *args)`` in ``world_size`` spawned processes joined in
-    one process group (gloo on CPU, nccl on GPU); return rank 0's result."""
+    one process group (gloo on CPU, nccl on GPU); return rank 0's result. An exception a
+    worker raised is raised here as it is (the other workers are stopped)."""
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
-    mp.start_processes(_worker, args=(world_size, free_port(), function, args, results),
-                       nprocs=world_size, start_method="spawn", join=True)
-    return results.get() if not results.empty() else None
+    try:
+        mp.start_processes(_worker, args=(world_size, free_port(), function, args, results),
+                           nprocs=world_size, start_method="spawn", join=True)
+    except mp.ProcessRaisedException:
+        while not results.empty():
+            kind, payload = results.get()
+            if kind == "error":
+                raise payload from None
+        raise
+    value = None
+    while not results.empty():
+        kind, payload = results.get()
+        if kind == "value":
+            value = payload
+    return value

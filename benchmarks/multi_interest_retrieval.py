@@ -11,6 +11,11 @@ evaluates): Recall@50 and NDCG@10 of exact scoring, then of retrieval through a 
 its top 50 + |seen| items, the hits merge by best score (what the service does). Reports the
 recall, the overlap of the ANN top 50 with the exact top 50, and the microseconds per user.
 Writes ``benchmarks/results/multi_interest_retrieval_<config>.json``.
+
+``--pair RUN`` (an evaluated artefact or a stored per-user folder on the same data and
+split, for example ``benchmarks/results/per_user/ml-1m-sasrec-ce-seed0``) adds a paired
+test of exact scoring and of every ANN setting against that run, user by user, as
+``userlens compare`` does.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ import numpy as np
 from _machine import machine
 
 from userlens import artefact
+from userlens.artefact import read_evaluation
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
 from userlens.data.interactions import Histories, concatenate
-from userlens.evaluation.runner import evaluate
+from userlens.evaluation.compare import paired_test
+from userlens.evaluation.runner import EvalResult, evaluate
 from userlens.models.base import Capability, Recommender
 from userlens.pipeline import load_data, make_split
 from userlens.serving.engine import AnnIndex, build_ann, merge_hits
@@ -71,10 +78,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("config", type=Path)
     parser.add_argument("artefacts", type=Path, nargs="+")
+    parser.add_argument("--pair", type=Path, help="a run to pair every result with, per user")
     args = parser.parse_args()
     config = load_config(args.config)
     dataset = load_data(config.data, mirror=find_mirror())
     split = make_split(dataset, config.split, config.seed)
+    baseline = None if args.pair is None else paired_baseline(
+        args.pair, dataset.interactions.fingerprint())
     rows = []
     for path in args.artefacts:
         model = artefact.read(path).model
@@ -88,8 +98,9 @@ def main() -> None:
                                       ).shape[1])  # K (+ short-term) or 1
         row = {"artefact": str(path), "model": model.name, "queries_per_user": n_queries,
                "exact": {**exact.means(), "us_per_user": 1e6 * exact_seconds / len(
-                   exact.users)}, "ann": []}
-        print(f"{path}: exact recall@50 {exact.means()['recall@50']:.4f}", flush=True)
+                   exact.users), **paired_with(baseline, exact)}, "ann": []}
+        print(f"{path}: exact recall@50 {exact.means()['recall@50']:.4f}"
+              f"{paired_text(row['exact'])}", flush=True)
         for kind, depth in SETTINGS:
             retrieval = AnnRetrieval(model, build_ann(model.item_vectors(), kind=kind,
                                                       depth=depth))
@@ -101,15 +112,44 @@ def main() -> None:
                 ann_top.tolist(), exact_top.tolist(), strict=True)])
             entry = {"kind": kind, "depth": depth, **result.means(),
                      "overlap_with_exact@50": float(overlap),
-                     "us_per_user": 1e6 * seconds / len(result.users)}
+                     "us_per_user": 1e6 * seconds / len(result.users),
+                     **paired_with(baseline, result)}
             row["ann"].append(entry)
             print(f"  {kind} depth {depth}: recall@50 {entry['recall@50']:.4f}, overlap "
-                  f"{overlap:.3f}, {entry['us_per_user']:.0f} us/user", flush=True)
+                  f"{overlap:.3f}, {entry['us_per_user']:.0f} us/user{paired_text(entry)}",
+                  flush=True)
         rows.append(row)
     out = ROOT / "benchmarks" / "results" / f"multi_interest_retrieval_{args.config.stem}.json"
     out.write_text(json.dumps({"config": str(args.config), "machine": machine(),
+                               **({"paired_with": str(args.pair)} if args.pair else {}),
                                "results": rows}, indent=1) + "\n")
     print(f"wrote {out}")
+
+
+def paired_baseline(path: Path, fingerprint: str) -> tuple[str, dict, np.ndarray]:
+    """(path, per-user values, users) of the run to pair with, checked to be on this data."""
+    manifest, values, users = read_evaluation(path)
+    if manifest["data"]["fingerprint"] != fingerprint:
+        raise SystemExit(f"--pair {path}: evaluated on other data (fingerprints differ)")
+    return str(path), values, users
+
+
+def paired_with(baseline: tuple[str, dict, np.ndarray] | None, result: EvalResult) -> dict:
+    """{"paired": {metric: paired test of result minus the baseline}} on the shared users."""
+    if baseline is None:
+        return {}
+    _, values, users = baseline
+    common, mine, theirs = np.intersect1d(result.users, users, return_indices=True)
+    return {"paired": {"users": int(len(common)), **{
+        metric: paired_test(values[metric][theirs], result.per_user[metric][mine])
+        for metric in METRICS if metric in values}}}
+
+
+def paired_text(entry: dict) -> str:
+    if "paired" not in entry or "recall@50" not in entry["paired"]:
+        return ""
+    test = entry["paired"]["recall@50"]
+    return f", {test['difference']:+.4f} against the paired run (p = {test['t_pvalue']:.2g})"
 
 
 def concat_histories(split, users: np.ndarray) -> Histories:

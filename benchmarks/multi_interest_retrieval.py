@@ -33,7 +33,7 @@ from userlens.artefact import read_evaluation
 from userlens.config import load_config
 from userlens.data.datasets import find_mirror
 from userlens.data.interactions import Histories, concatenate
-from userlens.evaluation.compare import paired_test
+from userlens.evaluation.compare import check_pairable, paired_test
 from userlens.evaluation.runner import EvalResult, evaluate
 from userlens.models.base import Capability, Recommender
 from userlens.pipeline import load_data, make_split
@@ -83,8 +83,8 @@ def main() -> None:
     config = load_config(args.config)
     dataset = load_data(config.data, mirror=find_mirror())
     split = make_split(dataset, config.split, config.seed)
-    baseline = None if args.pair is None else paired_baseline(
-        args.pair, dataset.interactions.fingerprint())
+    baseline = None if args.pair is None else Paired(args.pair, {
+        "data": {"fingerprint": dataset.interactions.fingerprint()}, "split": split.summary()})
     rows = []
     for path in args.artefacts:
         model = artefact.read(path).model
@@ -98,7 +98,7 @@ def main() -> None:
                                       ).shape[1])  # K (+ short-term) or 1
         row = {"artefact": str(path), "model": model.name, "queries_per_user": n_queries,
                "exact": {**exact.means(), "us_per_user": 1e6 * exact_seconds / len(
-                   exact.users), **paired_with(baseline, exact)}, "ann": []}
+                   exact.users), **paired_with(baseline, exact, args.config)}, "ann": []}
         print(f"{path}: exact recall@50 {exact.means()['recall@50']:.4f}"
               f"{paired_text(row['exact'])}", flush=True)
         for kind, depth in SETTINGS:
@@ -113,7 +113,7 @@ def main() -> None:
             entry = {"kind": kind, "depth": depth, **result.means(),
                      "overlap_with_exact@50": float(overlap),
                      "us_per_user": 1e6 * seconds / len(result.users),
-                     **paired_with(baseline, result)}
+                     **paired_with(baseline, result, args.config)}
             row["ann"].append(entry)
             print(f"  {kind} depth {depth}: recall@50 {entry['recall@50']:.4f}, overlap "
                   f"{overlap:.3f}, {entry['us_per_user']:.0f} us/user{paired_text(entry)}",
@@ -126,23 +126,29 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def paired_baseline(path: Path, fingerprint: str) -> tuple[str, dict, np.ndarray]:
-    """(path, per-user values, users) of the run to pair with, checked to be on this data."""
-    manifest, values, users = read_evaluation(path)
-    if manifest["data"]["fingerprint"] != fingerprint:
-        raise SystemExit(f"--pair {path}: evaluated on other data (fingerprints differ)")
-    return str(path), values, users
+class Paired:
+    """The run ``--pair`` names: its per-user values, and what this benchmark's evaluations
+    would write in a manifest (data, split) to check the two pair as ``userlens compare``
+    checks two runs."""
+
+    def __init__(self, path: Path, evaluation: dict) -> None:
+        self.path, self.evaluation = path, evaluation
+        self.manifest, self.values, self.users = read_evaluation(path)
 
 
-def paired_with(baseline: tuple[str, dict, np.ndarray] | None, result: EvalResult) -> dict:
+def paired_with(baseline: Paired | None, result: EvalResult, config: Path) -> dict:
     """{"paired": {metric: paired test of result minus the baseline}} on the shared users."""
     if baseline is None:
         return {}
-    _, values, users = baseline
-    common, mine, theirs = np.intersect1d(result.users, users, return_indices=True)
+    try:
+        check_pairable(baseline.manifest, {**baseline.evaluation, "protocol": result.protocol},
+                       baseline.path, config)
+    except ValueError as error:
+        raise SystemExit(f"--pair: {error}") from None
+    common, mine, theirs = np.intersect1d(result.users, baseline.users, return_indices=True)
     return {"paired": {"users": int(len(common)), **{
-        metric: paired_test(values[metric][theirs], result.per_user[metric][mine])
-        for metric in METRICS if metric in values}}}
+        metric: paired_test(baseline.values[metric][theirs], result.per_user[metric][mine])
+        for metric in METRICS if metric in baseline.values}}}
 
 
 def paired_text(entry: dict) -> str:

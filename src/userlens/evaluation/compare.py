@@ -38,6 +38,20 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
     run_a, run_b = Path(run_a), Path(run_b)
     manifest_a, values_a, users_a = read_evaluation(run_a)
     manifest_b, values_b, users_b = read_evaluation(run_b)
+    check_pairable(manifest_a, manifest_b, run_a, run_b)
+    common, index_a, index_b = np.intersect1d(users_a, users_b, return_indices=True)
+    rows = []
+    for metric in sorted(set(values_a) & set(values_b)):
+        rows.append({"metric": metric, **paired_test(values_a[metric][index_a],
+                                                     values_b[metric][index_b])})
+    return {"a": str(run_a), "b": str(run_b), "users": int(len(common)),
+            "protocol": manifest_a["protocol"], "metrics": rows}
+
+
+def check_pairable(manifest_a: dict, manifest_b: dict, run_a: str | Path,
+                   run_b: str | Path) -> None:
+    """Raise ValueError unless two evaluations (their manifests' ``data``, ``split`` and
+    ``protocol``) have the same data, test targets and protocol, so users pair one to one."""
     if manifest_a["data"]["fingerprint"] != manifest_b["data"]["fingerprint"]:
         raise ValueError(f"{run_a} and {run_b} were evaluated on different data (fingerprints "
                          "differ); a paired test needs the same users and targets")
@@ -52,10 +66,3 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
     if manifest_a["protocol"] != manifest_b["protocol"]:
         raise ValueError(f"protocols differ: {manifest_a['protocol']} vs "
                          f"{manifest_b['protocol']}")
-    common, index_a, index_b = np.intersect1d(users_a, users_b, return_indices=True)
-    rows = []
-    for metric in sorted(set(values_a) & set(values_b)):
-        rows.append({"metric": metric, **paired_test(values_a[metric][index_a],
-                                                     values_b[metric][index_b])})
-    return {"a": str(run_a), "b": str(run_b), "users": int(len(common)),
-            "protocol": manifest_a["protocol"], "metrics": rows}

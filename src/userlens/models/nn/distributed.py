@@ -66,9 +66,4 @@ def launch(function: Callable[..., Any], world_size: int, *args: Any) -> Any:
             if kind == "error":
                 raise payload from None
         raise
-    value = None
-    while not results.empty():
-        kind, payload = results.get()
-        if kind == "value":
-            value = payload
-    return value
+    return results.get()[1] if not results.empty() else None  # no worker raised: rank 0's

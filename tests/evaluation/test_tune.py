@@ -194,3 +194,37 @@ def test_a_resumed_study_retrains_a_winner_from_an_earlier_search(
         assert study["test_model"] == "trained again with the best parameters"
     else:
         assert fits == ["ease"] and study["test_model"] == "trial 3's model"
+
+
+def test_a_study_is_resumed_only_under_the_settings_it_was_made_with(
+        tmp_path, log_file):  # noqa: F811
+    storage = f"sqlite:///{tmp_path / 'tune' / 'study.db'}"
+    config = load_config(write_config(tmp_path, log_file, models=[EASE_SEARCH]))
+    tune_experiment(config, tmp_path / "tune", trials=2)
+    settings = optuna.load_study(study_name="ease", storage=storage).user_attrs[
+        tune_module.STAMP_KEY]
+    assert settings["fixed_params"] == {} and settings["seed"] == 0
+    # the same config, a wider space and more trials: resumed
+    wider = EASE_SEARCH.replace("high = 1000.0", "high = 5000.0")
+    config = load_config(write_config(tmp_path, log_file, models=[wider]))
+    tune_experiment(config, tmp_path / "tune", trials=1)
+    assert len(optuna.load_study(study_name="ease", storage=storage).trials) == 3
+    # another seed, another fixed parameter, another split or protocol: refused, study kept
+    for changed, named in [
+            (('seed = 0', 'seed = 1'), "seed: 0 then, 1 now"),
+            (('params = { l2 = 10.0 }', 'params = { l2 = 10.0, max_items = 100 }'),
+             "fixed_params"),
+            (('[evaluation]', '[split]\ncold_items = "keep"\n[evaluation]'), "split"),
+            (('[evaluation]\n', '[evaluation]\nprotocol = { repeats = "include" }\n'),
+             "protocol")]:
+        path = write_config(tmp_path, log_file, models=[wider])
+        path.write_text(path.read_text().replace(*changed, 1))
+        with pytest.raises(ConfigError, match=f"study 'ease' in .*{named}"):
+            tune_experiment(load_config(path), tmp_path / "tune", trials=1)
+        assert len(optuna.load_study(study_name="ease", storage=storage).trials) == 3
+    # a study from before settings were recorded is not resumed either
+    study = optuna.load_study(study_name="ease", storage=storage)
+    optuna.storages.RDBStorage(storage).set_study_user_attr(
+        study._study_id, tune_module.STAMP_KEY, None)
+    with pytest.raises(ConfigError, match="no record of the settings"):
+        tune_experiment(config, tmp_path / "tune", trials=1)

@@ -10,7 +10,9 @@ config's untuned models trained beside them, are evaluated on the test split onc
 selected on validation, not a second training with its parameters); ``retrain`` trains it
 again instead, as does a resumed study whose winner came from an earlier process. When the
 config gives a value for every searched parameter, inside its space, a new study's first
-trial is those values.
+trial is those values. A study records what its trial values depend on (data, split, seed,
+protocol, the model's fixed parameters, the validation curve's scale) and is resumed only
+under the same; its search space and budget may change between runs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from userlens.pipeline import load_data, make_split
 logger = logging.getLogger(__name__)
 
 OBJECTIVE = "ndcg@10"
+CURVE = "valid ndcg, users as evaluation counts them"
+"""The scale of the validation curve the pruner compares trials on. Change it whenever the
+curve's values change meaning, so a study holding the old values is not resumed."""
+STAMP_KEY = "userlens_settings"
 
 
 @dataclass
@@ -137,6 +143,7 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
         sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
         load_if_exists=True)
+    _stamp_or_check(study, _settings(entry, config, dataset), storage)
     own = {key: entry.params[key] for key, space in entry.search.items()
            if key in entry.params and space.contains(entry.params[key])}
     if not study.trials and len(own) == len(entry.search):
@@ -165,6 +172,39 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
         "space": {k: v.model_dump(exclude_none=True) for k, v in entry.search.items()},
         "trial_log": [_trial_record(t) for t in study.trials],
     }, kept
+
+
+def _settings(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset) -> dict:
+    """What a trial's value depends on besides the drawn parameters (JSON only)."""
+    fixed = {key: value for key, value in entry.params.items() if key not in entry.search}
+    return {"model": entry.name, "fixed_params": fixed,
+            "data": dataset.interactions.fingerprint(),
+            "split": config.split.model_dump(mode="json"), "seed": config.seed,
+            "protocol": config.evaluation.protocol.model_dump(mode="json"),
+            "objective": f"valid {OBJECTIVE}", "curve": CURVE}
+
+
+def _stamp_or_check(study: Any, settings: dict, storage: str) -> None:
+    """Record ``settings`` on a new study; refuse to add trials to one made under others,
+    whose values (and pruning curves) would not compare with the new trials'."""
+    where = f"study {study.study_name!r} in {storage.removeprefix('sqlite:///')}"
+    if not study.trials:
+        study.set_user_attr(STAMP_KEY, settings)
+        return
+    recorded = study.user_attrs.get(STAMP_KEY)
+    if recorded is None:
+        raise ConfigError(f"{where} has {len(study.trials)} trials but no record of the "
+                          "settings they ran under (written by an older userlens); its "
+                          "values may not compare with new ones: give tune another --out")
+    differ = sorted(key for key in set(recorded) | set(settings)
+                    if recorded.get(key) != settings.get(key))
+    if differ:
+        changes = "; ".join(f"{key}: {recorded.get(key)!r} then, {settings.get(key)!r} now"
+                            for key in differ)
+        raise ConfigError(f"{where} was run under other settings ({changes}); its "
+                          f"{len(study.trials)} trials would not compare with new ones: "
+                          "resume it with the config it was made with, or give tune "
+                          "another --out")
 
 
 def _trial_record(trial: Any) -> dict:

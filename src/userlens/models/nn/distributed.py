@@ -3,6 +3,7 @@ under ``torchrun`` the environment it sets up is used instead."""
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections.abc import Callable
@@ -57,6 +58,11 @@ def launch(function: Callable[..., Any], world_size: int, *args: Any) -> Any:
     worker raised is raised here as it is (the other workers are stopped)."""
     context = mp.get_context("spawn")
     results = context.SimpleQueue()
+    # torch warns as it stops the other workers once one has raised; that one's error is
+    # what is reported, so the warning would only be a second, misleading line
+    spawn_log = logging.getLogger(mp.spawn.__module__)
+    level = spawn_log.level
+    spawn_log.setLevel(logging.ERROR)
     try:
         mp.start_processes(_worker, args=(world_size, free_port(), function, args, results),
                            nprocs=world_size, start_method="spawn", join=True)
@@ -66,4 +72,6 @@ def launch(function: Callable[..., Any], world_size: int, *args: Any) -> Any:
             if kind == "error":
                 raise payload from None
         raise
+    finally:
+        spawn_log.setLevel(level)
     return results.get()[1] if not results.empty() else None  # no worker raised: rank 0's

@@ -43,9 +43,8 @@ from userlens.data.splits import Split
 from userlens.evaluation.runner import evaluate
 from userlens.models.base import Capability, Recommender
 from userlens.models.registry import create
-from userlens.profiles.build import build
-from userlens.profiles.export import population_of, user_events
-from userlens.profiles.types import Measure
+from userlens.profiles.export import each_profile, population_of
+from userlens.profiles.types import Measure, Profile
 
 logger = logging.getLogger(__name__)
 
@@ -74,21 +73,9 @@ def profile_features(dataset: Dataset, events: Interactions, *, seed: int = 0
     population = population_of(dataset, events, seed=seed)
     rows: list[dict[str, float]] = [{} for _ in range(events.n_users)]
     summaries = [""] * events.n_users
-    for user, frame in user_events(events, dataset.items.ids):
-        profile = build(frame, population, has_time=events.has_time, seed=seed)
-        row = rows[user]
-        for interest in profile.interests:
-            key = f"{interest.field}:{interest.value}"
-            row[f"share {key}"] = interest.share
-            row[f"lift {key}"] = interest.lift
-        for key in profile.top_interests:
-            row[f"top {key}"] = 1.0
-        behaviour = profile.behaviour
-        for name in type(behaviour).model_fields:
-            measure = getattr(behaviour, name)
-            if isinstance(measure, Measure) and measure.value is not None:
-                row[f"behaviour {name}"] = float(measure.value)
-        summaries[user] = profile.summary.text
+    for user, row, summary in each_profile(events, dataset.items.ids, population,
+                                           _profile_row, seed=seed):
+        rows[user], summaries[user] = row, summary
     facets = DictVectorizer().fit(rows)
     text = TfidfVectorizer(sublinear_tf=True, min_df=2)
     words = text.fit_transform(summaries)
@@ -96,6 +83,23 @@ def profile_features(dataset: Dataset, events: Interactions, *, seed: int = 0
     names = facets.get_feature_names_out().tolist() + [
         f"summary '{w}'" for w in text.get_feature_names_out()]
     return features, names
+
+
+def _profile_row(user: int, profile: Profile) -> tuple[int, dict[str, float], str]:
+    """A profile's features (see :func:`profile_features`) and its summary text."""
+    row = {}
+    for interest in profile.interests:
+        key = f"{interest.field}:{interest.value}"
+        row[f"share {key}"] = interest.share
+        row[f"lift {key}"] = interest.lift
+    for key in profile.top_interests:
+        row[f"top {key}"] = 1.0
+    behaviour = profile.behaviour
+    for name in type(behaviour).model_fields:
+        measure = getattr(behaviour, name)
+        if isinstance(measure, Measure) and measure.value is not None:
+            row[f"behaviour {name}"] = float(measure.value)
+    return user, row, profile.summary.text
 
 
 @dataclass

@@ -129,6 +129,9 @@ def export_command(
     config: Annotated[Path, typer.Argument(help="experiment TOML whose [data] to profile")],
     out_file: Annotated[Path, typer.Option("--out", help="Parquet file to write")],
     json_output: Annotated[bool, typer.Option("--json")] = False,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="processes building profiles (default: one per core; "
+                                 "LLM summaries: one)")] = None,
 ) -> None:
     """Write every user's profile of the config's data to Parquet: one row per user
     (user_id, version, interests, clusters, behaviour, summary_text, ...)."""
@@ -151,6 +154,7 @@ def export_command(
         task = bar.add_task("profiles", total=dataset.interactions.n_users)
         n, seconds = export(dataset, out_file, fields=settings.fields, llm=llm,
                             item_noun=settings.item_noun, max_evidence=settings.max_evidence,
+                            workers=workers,
                             progress=lambda done, total: bar.update(task, completed=done,
                                                                     total=total))
     if json_output:

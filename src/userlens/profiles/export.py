@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import polars as pl
@@ -18,6 +21,11 @@ from userlens.profiles.llm_summary import summarise
 from userlens.profiles.population import Population
 from userlens.profiles.summary import FaithfulnessChecker
 from userlens.profiles.types import Profile
+
+CHUNK = 250
+"""Users per task when profiles are built in several processes."""
+
+T = TypeVar("T")
 
 
 def population_of(dataset: Dataset, events: Interactions | None = None, *,
@@ -64,11 +72,13 @@ def row(profile: Profile) -> dict[str, Any]:
 def export(dataset: Dataset, out: Path, *, population: Population | None = None,
            progress: Callable[[int, int], None] | None = None,
            fields: list[str] | None = None, llm: ChatClient | None = None,
-           item_noun: str = "item", **options: Any) -> tuple[int, float]:
+           item_noun: str = "item", workers: int | None = None,
+           **options: Any) -> tuple[int, float]:
     """Build every user's profile and write them to a Parquet file, one row per user.
 
     With ``llm``, each summary is written by that model and checked (unfaithful ones are
-    replaced by the template; the row's ``summary_source`` says which).
+    replaced by the template; the row's ``summary_source`` says which), one user at a time.
+    Without, ``workers`` processes build the profiles (see :func:`each_profile`).
 
     Returns:
         (users written, seconds).
@@ -76,21 +86,94 @@ def export(dataset: Dataset, out: Path, *, population: Population | None = None,
     started = time.perf_counter()
     events = dataset.interactions
     population = population or population_of(dataset, fields=fields)
-    checker = FaithfulnessChecker(population) if llm is not None else None
-    rows = []
-    n_users = int(len(np.unique(events.user_idx)))
-    user_ids = dataset.users.ids
-    for done, (user, frame) in enumerate(user_events(events, dataset.items.ids), start=1):
-        profile = build(frame, population, user_id=str(user_ids[user]),
-                        has_time=events.has_time, **options)
-        if llm is not None:
+    if llm is None:
+        rows = each_profile(events, dataset.items.ids, population, _export_row,
+                            user_ids=dataset.users.ids, workers=workers, progress=progress,
+                            **options)
+    else:
+        checker = FaithfulnessChecker(population)
+        rows, n_users = [], int(len(np.unique(events.user_idx)))
+        user_ids = dataset.users.ids
+        for done, (user, frame) in enumerate(user_events(events, dataset.items.ids), start=1):
+            profile = build(frame, population, user_id=str(user_ids[user]),
+                            has_time=events.has_time, **options)
             written = summarise(profile, population, llm, checker=checker,
                                 item_noun=item_noun)
-            profile = profile.model_copy(update={"summary": written.summary})
-        rows.append(row(profile))
-        if progress is not None and (done % 200 == 0 or done == n_users):
-            progress(done, n_users)
+            rows.append(row(profile.model_copy(update={"summary": written.summary})))
+            if progress is not None and (done % 200 == 0 or done == n_users):
+                progress(done, n_users)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.select("user_id", *[c for c in frame.columns if c != "user_id"]).write_parquet(out)
     return len(rows), time.perf_counter() - started
+
+
+def _export_row(user: int, profile: Profile) -> dict[str, Any]:
+    return row(profile)
+
+
+def each_profile(events: Interactions, items: list[str] | np.ndarray, population: Population,
+                 convert: Callable[[int, Profile], T], *, user_ids: np.ndarray | None = None,
+                 workers: int | None = None,
+                 progress: Callable[[int, int], None] | None = None, **options: Any
+                 ) -> list[T]:
+    """``convert(user index, profile)`` for every user with events, in user order.
+
+    ``workers`` processes (default: one per core) build the profiles in chunks of
+    :data:`CHUNK` users; ``convert`` runs there too, so it must be a module-level function.
+    The results are those of one process, in the same order. Each worker has one BLAS
+    thread: with the library's own threads on top, two workers took longer than one
+    process (49 s against 33 s for ML-1M's 6,040 users). ``options`` go to :func:`build`;
+    ``user_ids`` name the profiles (default: none).
+    """
+    users = ((user, None if user_ids is None else str(user_ids[user]), frame)
+             for user, frame in user_events(events, items))
+    n_users = int(len(np.unique(events.user_idx)))
+    n_workers = min(workers or os.cpu_count() or 1, -(-n_users // CHUNK))
+    report = progress or (lambda done, total: None)
+    out: list[T] = []
+    if n_workers <= 1:
+        for user, user_id, frame in users:
+            out.append(convert(user, build(frame, population, user_id=user_id,
+                                           has_time=events.has_time, **options)))
+            if len(out) % 200 == 0 or len(out) == n_users:
+                report(len(out), n_users)
+        return out
+    with ProcessPoolExecutor(n_workers, mp_context=get_context("spawn"),
+                             initializer=_start_worker,
+                             initargs=(population, events.has_time, convert, options)) as pool:
+        for chunk in pool.map(_convert_chunk, _chunked(users, CHUNK)):
+            out.extend(chunk)
+            report(len(out), n_users)
+    return out
+
+
+def _chunked(users: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    chunk = []
+    for user in users:
+        chunk.append(user)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_WORKER: dict[str, Any] = {}
+"""A worker process's population, conversion and build options (set once, at its start)."""
+
+
+def _start_worker(population: Population, has_time: bool, convert: Callable[..., Any],
+                  options: dict[str, Any]) -> None:
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread per worker: the workers already fill the cores
+    _WORKER.update(population=population, has_time=has_time, convert=convert,
+                   options=options, limits=threadpool_limits(1))
+
+
+def _convert_chunk(chunk: list[tuple[int, str | None, pl.DataFrame]]) -> list[Any]:
+    population, convert = _WORKER["population"], _WORKER["convert"]
+    return [convert(user, build(frame, population, user_id=user_id,
+                                has_time=_WORKER["has_time"], **_WORKER["options"]))
+            for user, user_id, frame in chunk]

@@ -154,7 +154,7 @@ def export_command(
         task = bar.add_task("profiles", total=dataset.interactions.n_users)
         n, seconds = export(dataset, out_file, fields=settings.fields, llm=llm,
                             item_noun=settings.item_noun, max_evidence=settings.max_evidence,
-                            workers=workers,
+                            workers=workers or os.cpu_count() or 1,
                             progress=lambda done, total: bar.update(task, completed=done,
                                                                     total=total))
     if json_output:

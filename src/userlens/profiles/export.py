@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -72,7 +71,7 @@ def row(profile: Profile) -> dict[str, Any]:
 def export(dataset: Dataset, out: Path, *, population: Population | None = None,
            progress: Callable[[int, int], None] | None = None,
            fields: list[str] | None = None, llm: ChatClient | None = None,
-           item_noun: str = "item", workers: int | None = None,
+           item_noun: str = "item", workers: int = 1,
            **options: Any) -> tuple[int, float]:
     """Build every user's profile and write them to a Parquet file, one row per user.
 
@@ -114,13 +113,15 @@ def _export_row(user: int, profile: Profile) -> dict[str, Any]:
 
 def each_profile(events: Interactions, items: list[str] | np.ndarray, population: Population,
                  convert: Callable[[int, Profile], T], *, user_ids: np.ndarray | None = None,
-                 workers: int | None = None,
+                 workers: int = 1,
                  progress: Callable[[int, int], None] | None = None, **options: Any
                  ) -> list[T]:
     """``convert(user index, profile)`` for every user with events, in user order.
 
-    ``workers`` processes (default: one per core) build the profiles in chunks of
-    :data:`CHUNK` users; ``convert`` runs there too, so it must be a module-level function.
+    With ``workers`` > 1, that many processes build the profiles in chunks of :data:`CHUNK`
+    users; ``convert`` runs there too, so it must be a module-level function. They are
+    spawned, which re-runs a calling script's top level: call from under
+    ``if __name__ == "__main__":`` (the CLI does), hence one process by default.
     The results are those of one process, in the same order. Each worker has one BLAS
     thread: with the library's own threads on top, two workers took longer than one
     process (49 s against 33 s for ML-1M's 6,040 users). ``options`` go to :func:`build`;
@@ -129,7 +130,7 @@ def each_profile(events: Interactions, items: list[str] | np.ndarray, population
     users = ((user, None if user_ids is None else str(user_ids[user]), frame)
              for user, frame in user_events(events, items))
     n_users = int(len(np.unique(events.user_idx)))
-    n_workers = min(workers or os.cpu_count() or 1, -(-n_users // CHUNK))
+    n_workers = min(workers, -(-n_users // CHUNK))
     report = progress or (lambda done, total: None)
     out: list[T] = []
     if n_workers <= 1:

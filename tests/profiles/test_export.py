@@ -42,3 +42,30 @@ def test_processes_build_the_same_rows_in_the_same_order(tmp_path, monkeypatch):
     assert {pid for _, pid, *_ in built} - {os.getpid()} and len({p for _, p, *_ in built}) == 2
     assert [user_id for *_, user_id, _ in built] == a["user_id"].to_list()
     assert [n for *_, n in built] == [len(x) for x in a["interests"].to_list()]
+
+
+class Vague:
+    """An LLM client whose every draft names none of the user's interests."""
+
+    model = "vague"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, messages, *, max_tokens=None, seed=0) -> str:
+        self.calls += 1
+        return "A person who watches things."
+
+
+@pytest.mark.skipif(not (SHARED / "ml-100k").is_dir(), reason="needs ../shared/data/ml-100k")
+def test_llm_summaries_are_written_here_and_checked_whatever_the_workers(tmp_path):
+    dataset = load_data(load_config(ROOT / "configs" / "ml-100k-baselines.toml").data)
+    client = Vague()
+    n, _ = export(dataset, tmp_path / "llm.parquet", llm=client, workers=2)
+    frame = pl.read_parquet(tmp_path / "llm.parquet")
+    # the client was asked in this process, for every user, and every draft was refused
+    assert n == 943 and client.calls >= 943
+    assert set(frame["summary_source"]) == {"template"}
+    plain, _ = export(dataset, tmp_path / "plain.parquet")
+    assert frame["summary_text"].to_list() == pl.read_parquet(
+        tmp_path / "plain.parquet")["summary_text"].to_list()

@@ -85,22 +85,19 @@ def export(dataset: Dataset, out: Path, *, population: Population | None = None,
     started = time.perf_counter()
     events = dataset.interactions
     population = population or population_of(dataset, fields=fields)
-    if llm is None:
-        rows = each_profile(events, dataset.items.ids, population, _export_row,
-                            user_ids=dataset.users.ids, workers=workers, progress=progress,
-                            **options)
-    else:
+    convert = _export_row
+    if llm is not None:  # in this process (the client stays here), one user at a time
         checker = FaithfulnessChecker(population)
-        rows, n_users = [], int(len(np.unique(events.user_idx)))
-        user_ids = dataset.users.ids
-        for done, (user, frame) in enumerate(user_events(events, dataset.items.ids), start=1):
-            profile = build(frame, population, user_id=str(user_ids[user]),
-                            has_time=events.has_time, **options)
+
+        def convert(user: int, profile: Profile) -> dict[str, Any]:
             written = summarise(profile, population, llm, checker=checker,
                                 item_noun=item_noun)
-            rows.append(row(profile.model_copy(update={"summary": written.summary})))
-            if progress is not None and (done % 200 == 0 or done == n_users):
-                progress(done, n_users)
+            return row(profile.model_copy(update={"summary": written.summary}))
+
+        workers = 1
+    rows = each_profile(events, dataset.items.ids, population, convert,
+                        user_ids=dataset.users.ids, workers=workers, progress=progress,
+                        **options)
     frame = pl.DataFrame(rows, infer_schema_length=None)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.select("user_id", *[c for c in frame.columns if c != "user_id"]).write_parquet(out)

@@ -438,9 +438,9 @@ def controls_and_speed(split, dataset: Dataset, models: dict, requests: int = 10
         server.wait(10)
     from userlens.profiles.export import export
 
-    n, seconds = export(dataset, work / "profiles.parquet", workers=os.cpu_count() or 1)
-    out["export_all_users"] = {"users": n, "seconds": round(seconds, 2),
-                               "workers": os.cpu_count() or 1}
+    workers = os.cpu_count() or 1  # as `userlens profiles export` by default
+    n, seconds = export(dataset, work / "profiles.parquet", workers=workers)
+    out["export_all_users"] = {"users": n, "seconds": round(seconds, 2), "workers": workers}
     log(f"export: {n} profiles in {seconds:.1f} s")
     return out
 

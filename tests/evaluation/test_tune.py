@@ -214,7 +214,8 @@ def test_a_study_is_resumed_only_under_the_settings_it_was_made_with(
             (('seed = 0', 'seed = 1'), "seed: 0 then, 1 now"),
             (('params = { l2 = 10.0 }', 'params = { l2 = 10.0, max_items = 100 }'),
              "fixed_params"),
-            (('[evaluation]', '[split]\ncold_items = "keep"\n[evaluation]'), "split"),
+            (('[evaluation]', '[split]\nmethod = "temporal"\nvalid_fraction = 0.1\n'
+              '[evaluation]'), "split"),
             (('[evaluation]\n', '[evaluation]\nprotocol = { repeats = "include" }\n'),
              "protocol")]:
         path = write_config(tmp_path, log_file, models=[wider])

@@ -143,7 +143,7 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
         sampler=optuna.samplers.TPESampler(seed=config.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=4),
         load_if_exists=True)
-    _stamp_or_check(study, _settings(entry, config, dataset), storage)
+    _stamp_or_check(study, _settings(entry, config, dataset, split), storage)
     own = {key: entry.params[key] for key, space in entry.search.items()
            if key in entry.params and space.contains(entry.params[key])}
     if not study.trials and len(own) == len(entry.search):
@@ -174,12 +174,13 @@ def _search(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split
     }, kept
 
 
-def _settings(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset) -> dict:
+def _settings(entry: ModelEntry, config: ExperimentConfig, dataset: Dataset, split: Split
+              ) -> dict:
     """What a trial's value depends on besides the drawn parameters (JSON only)."""
     fixed = {key: value for key, value in entry.params.items() if key not in entry.search}
     return {"model": entry.name, "fixed_params": fixed,
             "data": dataset.interactions.fingerprint(),
-            "split": config.split.model_dump(mode="json"), "seed": config.seed,
+            "split": split.info["parameters"], "seed": config.seed,
             "protocol": config.evaluation.protocol.model_dump(mode="json"),
             "objective": f"valid {OBJECTIVE}", "curve": CURVE}
 
